@@ -1,0 +1,287 @@
+"""Records: the target examples every method learns from or compares against.
+
+A source is a path (`.jsonl`, `.json` list, `.csv`, `.parquet`, a `datasets` directory saved with
+`save_to_disk`), a hub dataset name (loaded through `datasets`), or `builtin:NAME[/SPLIT]` for the
+bundled sets. Text comes from one field or a `str.format` template over the row's fields. Every
+record gets a stable id: the row's id field when it has one, else a hash of the row's content.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import lzma
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SynthsteerError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    name: str
+    splits: tuple[str, ...]
+    field: str  # default text field
+    license: str
+    description: str
+    label_field: str | None = None
+
+
+BUILTIN: dict[str, BuiltinDataset] = {
+    d.name: d
+    for d in (
+        BuiltinDataset("gsm8k", ("train", "test"), "question", "MIT (OpenAI)",
+                       "grade-school math word problems (question, answer)"),
+        BuiltinDataset("mbpp", ("train", "validation", "test", "prompt"), "text", "CC-BY-4.0 (Google)",
+                       "basic Python programming tasks (text, code, test_list); split by task_id"),
+        BuiltinDataset("boolq", ("train", "heldout"), "question", "CC-BY-SA-3.0",
+                       "yes/no questions with passages (BoolQ dev, split by question hash)",
+                       label_field="label"),
+        BuiltinDataset("commonsenseqa", ("train", "dev"), "question", "MIT",
+                       "5-way multiple-choice commonsense questions (question, choices, answer)"),
+        BuiltinDataset("jigsaw", ("train", "heldout"), "comment_text", "labels CC0, text CC-BY-SA-3.0",
+                       "balanced toxic / non-toxic Wikipedia comments (split by comment hash)",
+                       label_field="label_name"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where records come from and how their text is made; stored with every artifact."""
+
+    source: str
+    field: str | None = None
+    template: str | None = None
+    split: str | None = None
+    limit: int | None = None
+
+    def describe(self) -> str:
+        how = f"template {self.template!r}" if self.template else f"field {self.text_field()!r}"
+        return f"{self.source} ({how})"
+
+    def text_field(self) -> str | None:
+        if self.field or self.template:
+            return self.field
+        if self.source.startswith("builtin:"):
+            name = self.source[len("builtin:"):].split("/")[0]
+            if name in BUILTIN:
+                return BUILTIN[name].field
+        return None
+
+
+# ---------------------------------------------------------------- reading raw rows
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SynthsteerError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {col})"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _read_jsonl(raw: bytes, path: Path) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(_decode(raw, path).split("\n"), 1):  # not splitlines: U+2028 is valid inside JSON strings
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SynthsteerError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise SynthsteerError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _read_json(raw: bytes, path: Path) -> list[dict]:
+    try:
+        rows = json.loads(_decode(raw, path))
+    except json.JSONDecodeError as e:
+        raise SynthsteerError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(rows, dict):  # {"data": [...]} and similar single-key wrappers
+        lists = [v for v in rows.values() if isinstance(v, list)]
+        rows = lists[0] if len(lists) == 1 else rows
+    if not isinstance(rows, list):
+        raise SynthsteerError(f"{path}: expected a JSON list of objects")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise SynthsteerError(f"{path}: item {i} is a {type(row).__name__}, expected an object")
+    return rows
+
+
+def _read_csv(raw: bytes, path: Path) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(_decode(raw, path), newline=""))
+    rows = []
+    for row in reader:
+        if None in row:  # more cells than header columns
+            raise SynthsteerError(f"{path}:{reader.line_num}: row has more cells than the header has columns")
+        rows.append(dict(row))
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise SynthsteerError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def _read_datasets_dir(path: Path, split: str | None) -> list[dict]:
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        split = split or ("train" if "train" in ds else next(iter(ds)))
+        if split not in ds:
+            raise SynthsteerError(f"{path}: no split {split!r}; splits: {', '.join(ds)}")
+        ds = ds[split]
+    return ds.to_list()
+
+
+def _read_builtin(name: str, split: str | None) -> list[dict]:
+    if "/" in name:
+        name, split = name.split("/", 1)
+    if name not in BUILTIN:
+        raise SynthsteerError(f"builtin:{name}: no such bundled dataset; bundled: {', '.join(BUILTIN)}")
+    info = BUILTIN[name]
+    split = split or info.splits[0]
+    if split not in info.splits:
+        raise SynthsteerError(f"builtin:{name}: no split {split!r}; splits: {', '.join(info.splits)}")
+    with lzma.open(BUILTIN_DIR / name / f"{split}.jsonl.xz", "rb") as f:
+        return _read_jsonl(f.read(), BUILTIN_DIR / name / f"{split}.jsonl.xz")
+
+
+def _read_hub(name: str, split: str | None) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SynthsteerError(
+            f"{name}: no such file, and loading it as a hub dataset failed ({first})"
+        ) from None
+    return ds.to_list()
+
+
+def load_rows(source: str, split: str | None = None) -> list[dict]:
+    """Raw rows (dicts) of a source, before any text is made from them."""
+    if source.startswith("builtin:"):
+        rows = _read_builtin(source[len("builtin:"):], split)
+    else:
+        path = Path(source).expanduser()
+        suffix = path.suffix.lower()
+        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}
+        if path.is_dir():
+            rows = _read_datasets_dir(path, split)
+        elif path.is_file():
+            if suffix == ".parquet":
+                rows = _read_parquet(path)
+            elif suffix in readers:
+                rows = readers[suffix](path.read_bytes(), path)
+            else:
+                raise SynthsteerError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json, .csv or .parquet")
+        elif suffix in (*readers, ".parquet") or source.startswith((".", "/", "~")):
+            raise SynthsteerError(f"{source}: no such file")
+        else:
+            rows = _read_hub(source, split)
+    if not rows:
+        raise SynthsteerError(f"{source}: the dataset is empty")
+    return rows
+
+
+# ---------------------------------------------------------------- rows to records
+
+
+def _template_fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def _row_id(row: dict, id_field: str) -> str | None:
+    value = row.get(id_field)
+    return None if value is None or value == "" else str(value)
+
+
+def content_id(row: dict) -> str:
+    blob = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list[Record]:
+    text_field = spec.text_field()
+    if spec.template is None and text_field is None:
+        raise SynthsteerError(f"{spec.source}: say which text to use with --field NAME or --template; "
+                              f"fields: {', '.join(rows[0])}")
+    needed = _template_fields(spec.template) if spec.template else [text_field]
+    records, seen = [], {}
+    for i, row in enumerate(rows):
+        missing = [f for f in needed if f not in row]
+        if missing:
+            raise SynthsteerError(f"{spec.source}: record {i + 1} has no field {missing[0]!r}; "
+                                  f"fields: {', '.join(row)}")
+        text = spec.template.format(**row) if spec.template else str(row[text_field])
+        rid = _row_id(row, id_field)
+        if rid is None:
+            rid = content_id(row)
+            if rid in seen:  # identical rows: keep both, with distinct but stable ids
+                seen[rid] += 1
+                rid = f"{rid}-{seen[rid]}"
+            else:
+                seen[rid] = 0
+        elif rid in seen:
+            raise SynthsteerError(f"{spec.source}: id {rid!r} appears twice (records {seen[rid] + 1} and {i + 1})")
+        else:
+            seen[rid] = i
+        records.append(Record(rid, text, row))
+    return records
+
+
+def load_records(spec: DataSpec | str, *, field: str | None = None, template: str | None = None,
+                 split: str | None = None, limit: int | None = None) -> list[Record]:
+    """Load a source as records with text and stable ids.
+
+    Args:
+        spec: a `DataSpec`, or a source string combined with the keyword arguments.
+        field: the row field holding the text (default: the builtin set's text field).
+        template: a `str.format` template over row fields, e.g. "{question}\\n{answer}".
+        split: the split for builtin, `datasets` directory and hub sources.
+        limit: keep only the first `limit` records.
+    """
+    if isinstance(spec, str):
+        spec = DataSpec(spec, field=field, template=template, split=split, limit=limit)
+    records = make_records(load_rows(spec.source, spec.split), spec)
+    return records[: spec.limit] if spec.limit else records
+
+
+def builtin_table() -> list[dict]:
+    """One row per bundled split: name, split, size, text field, licence."""
+    out = []
+    for info in BUILTIN.values():
+        for split in info.splits:
+            n = len(_read_builtin(info.name, split))
+            out.append({"source": f"builtin:{info.name}/{split}", "records": n, "field": info.field,
+                        "label": info.label_field or "", "license": info.license,
+                        "description": info.description})
+    return out

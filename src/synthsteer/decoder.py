@@ -1,0 +1,201 @@
+"""The one decoding loop every method uses.
+
+A method is "branches per sample + a rule that combines their next-token log-probabilities":
+plain sampling and hard prompts have one branch (a token prefix), SoftSRV one branch whose prefix
+is soft-prompt embeddings, STEER several. The decoder puts every branch of many samples in one
+batch as rows (prefixes left-padded, a KV cache per row), samples one token per sample, appends it
+to all of that sample's rows, and retires samples as they finish.
+
+Sampling is Gumbel-max with noise hashed from (sample key, step, token): a sample's tokens depend
+on its own key only, never on which other samples share its batch or on the device's RNG, so a
+rerun, a resume or another batch size draws the same random numbers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """temperature 0 means greedy; top_k 0 and top_p 1 switch those filters off."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+
+
+@dataclass
+class Prefix:
+    """What a row starts from: token ids, soft-prompt embeddings [t, d], or embeddings then ids."""
+
+    ids: list[int] | None = None
+    embeds: torch.Tensor | None = None
+
+
+# ---------------------------------------------------------------- the sampling math (pure)
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32) on int64 tensors: the same bits on every device."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def sample_key(seed: int, index: int) -> int:
+    """The random key of sample `index` in a run seeded with `seed`."""
+    return int(_mix32(_mix32(torch.tensor(seed)) ^ torch.tensor(index & _MASK32)))
+
+
+def uniform_noise(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """U(0,1) noise [R, V] determined by (key, step, token id) alone."""
+    tok = torch.arange(vocab, device=keys.device, dtype=torch.int64)
+    h = _mix32(_mix32(keys.to(torch.int64)[:, None] ^ (step * 0x9E3779B1 & _MASK32)) ^ tok[None, :])
+    h = _mix32(h + tok[None, :])
+    return ((h >> 8).to(torch.float64) + 0.5) / float(1 << 24)
+
+
+def filter_scores(scores: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set everything outside the top-k tokens and outside the top-p nucleus to -inf."""
+    if top_k and top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        # drop a token when the tokens ranked above it already cover top_p
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return scores
+
+
+def sample_tokens(logprobs: torch.Tensor, keys: torch.Tensor, step: int, sampling: SamplingConfig) -> torch.Tensor:
+    """One token per row from log-probabilities [R, V]: argmax when greedy, else Gumbel-max over the
+    filtered, tempered scores (an exact sample from their softmax)."""
+    if sampling.temperature == 0:
+        return logprobs.argmax(-1)
+    scores = filter_scores(logprobs.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+    gumbel = -torch.log(-torch.log(uniform_noise(keys, step, scores.shape[-1]))).to(scores.dtype)
+    return (scores + gumbel).argmax(-1)
+
+
+# ---------------------------------------------------------------- rows of one model
+
+
+class RowBatch:
+    """Rows decoded by one model: their KV cache, attention mask and positions."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.embed = model.get_input_embeddings()
+        params = inspect.signature(model.forward).parameters
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.cache = None
+
+    def _forward(self, **kw) -> torch.Tensor:
+        out = self.model(attention_mask=self.mask, position_ids=self.positions, past_key_values=self.cache,
+                         use_cache=True, **self._keep, **kw)
+        self.cache = out.past_key_values
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
+        """Run the left-padded prefixes; returns next-token log-probs [R, V]."""
+        dev = self.embed.weight.device
+        dtype = self.embed.weight.dtype
+        rows = []
+        for p in prefixes:
+            parts = []
+            if p.embeds is not None:
+                parts.append(p.embeds.to(dev, dtype))
+            if p.ids:
+                parts.append(self.embed(torch.tensor(p.ids, device=dev)))
+            rows.append(torch.cat(parts))
+        width = max(r.shape[0] for r in rows)
+        embeds = torch.zeros(len(rows), width, rows[0].shape[1], device=dev, dtype=rows[0].dtype)
+        self.mask = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
+        for i, r in enumerate(rows):
+            embeds[i, width - r.shape[0]:] = r
+            self.mask[i, width - r.shape[0]:] = 1
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.cache = None
+        return self._forward(inputs_embeds=embeds)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row; returns the next log-probs [R, V]."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
+        self.positions = self.positions[:, -1:] + 1
+        return self._forward(input_ids=tokens[:, None])
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (retiring finished samples)."""
+        self.mask, self.positions = self.mask[rows], self.positions[rows]
+        self.cache.batch_select_indices(rows)
+
+
+# ---------------------------------------------------------------- the loop
+
+Combine = Callable[[torch.Tensor], torch.Tensor]
+
+
+def decode(model: torch.nn.Module, prefixes: list[list[Prefix]], keys: list[int], sampling: SamplingConfig,
+           eos_token_ids: set[int] | int, combine: Combine | None = None,
+           on_step: Callable[[int], None] | None = None) -> list[list[int]]:
+    """Decode one continuation per sample.
+
+    Args:
+        model: the frozen causal LM.
+        prefixes: per sample, one `Prefix` per branch (every sample has the same number of branches).
+        keys: per sample, its random key (`sample_key(seed, index)`).
+        sampling: temperature, top-k, top-p, max new tokens.
+        eos_token_ids: ids that end a sample (not included in its output).
+        combine: log-probs [B, branches, V] -> scores [B, V]; renormalised before sampling.
+            Default: the single branch as it is.
+        on_step: called with the number of samples still running after each step (progress bars).
+
+    Returns:
+        Per sample, its generated token ids.
+    """
+    eos = {eos_token_ids} if isinstance(eos_token_ids, int) else set(eos_token_ids)
+    n, nb = len(prefixes), len(prefixes[0])
+    if combine is None:
+        if nb != 1:
+            raise ValueError("several branches per sample need a combine rule")
+        combine = lambda lp: lp[:, 0]  # noqa: E731
+    rows = RowBatch(model)
+    dev = rows.embed.weight.device
+    with torch.no_grad():
+        logprobs = rows.prefill([p for sample in prefixes for p in sample])
+        alive = torch.arange(n, device=dev)
+        key_t = torch.tensor(keys, dtype=torch.int64, device=dev)
+        eos_t = torch.tensor(sorted(eos), device=dev)
+        out: list[list[int]] = [[] for _ in range(n)]
+        for step in range(sampling.max_new_tokens):
+            scores = torch.log_softmax(combine(logprobs.view(len(alive), nb, -1)), dim=-1)
+            tokens = sample_tokens(scores, key_t[alive], step, sampling)
+            done = torch.isin(tokens, eos_t)
+            for i, tok, d in zip(alive.tolist(), tokens.tolist(), done.tolist()):
+                if not d:
+                    out[i].append(tok)
+            if step + 1 == sampling.max_new_tokens:
+                break
+            if done.any():
+                keep = (~done).nonzero().squeeze(1)
+                if len(keep) == 0:
+                    break
+                alive, tokens = alive[keep], tokens[keep]
+                rows.select((keep[:, None] * nb + torch.arange(nb, device=dev)).reshape(-1))
+            if on_step:
+                on_step(len(alive))
+            logprobs = rows.step(tokens.repeat_interleave(nb))
+    return out

@@ -1,0 +1,10 @@
+"""The one exception type users see.
+
+Anything a user can fix (a missing file, a bad flag, a prompt trained for another LM) raises
+`SynthsteerError`; the CLI prints its message on one line and exits with code 2. Everything else
+is a bug and keeps its traceback.
+"""
+
+
+class SynthsteerError(Exception):
+    """A user-facing error with a one-line message that names the file, line or flag at fault."""

@@ -1,0 +1,61 @@
+"""Configs of SoftSRV: the soft prompt's shape and the `fit` run that trains it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PARAMETERIZATIONS = ("nsp", "mp", "mc")
+
+
+@dataclass(frozen=True)
+class SoftPromptConfig:
+    """The shape of P: R^{d_e} -> R^{t x d}.
+
+    parameterization: `nsp` (one shared t x d matrix), `mp` (softmax mixture of `num_bases` basis
+        prompts), `mc` (one small MLP per soft token).
+    length: t, the number of soft tokens (128 for real LMs as in the paper; 16 suits `tiny`).
+    hidden_size: d, the LM's input-embedding width (set from the LM).
+    context_dim: d_e, the encoder's output width (set from the encoder).
+    num_bases: k for `mp`.
+    mlp_hidden, mlp_layers: width and depth of each per-token MLP for `mc`.
+    """
+
+    parameterization: str = "mc"
+    length: int = 16
+    hidden_size: int = 0
+    context_dim: int = 0
+    num_bases: int = 2
+    mlp_hidden: int = 128
+    mlp_layers: int = 2
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything `synthsteer fit` / `fit_soft_prompt` needs; the CLI flags map one to one."""
+
+    data: str = "builtin:gsm8k"
+    out: str = "runs/prompt"
+    field: str | None = None
+    template: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    model: str = "tiny"
+    encoder: str = "minilm"
+    parameterization: str = "mc"
+    prompt_length: int = 16
+    num_bases: int = 2
+    mlp_hidden: int = 128
+    mlp_layers: int = 2
+    max_length: int = 128
+    steps: int = 300
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-3
+    warmup: int = 30
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False

@@ -1,0 +1,108 @@
+"""The soft prompt P_theta(z): the three parameterizations of the SoftSRV paper as one module.
+
+    nsp: P(z) = theta                                   (no context)
+    mp:  P(z) = sum_j softmax(W z + b)_j * B_j          (k basis prompts)
+    mc:  P(z) = [MLP_1(z); ...; MLP_t(z)]               (t MLPs as batched tensors)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..artifacts import read_json, write_json
+from ..errors import SynthsteerError
+from .config import PARAMETERIZATIONS, SoftPromptConfig
+
+
+class SoftPrompt(nn.Module):
+    def __init__(self, config: SoftPromptConfig):
+        super().__init__()
+        if config.parameterization not in PARAMETERIZATIONS:
+            raise SynthsteerError(f"--parameterization {config.parameterization}: use one of {', '.join(PARAMETERIZATIONS)}")
+        self.config = config
+        t, d, de = config.length, config.hidden_size, config.context_dim
+        if config.parameterization == "nsp":
+            self.theta = nn.Parameter(torch.zeros(t, d))
+        elif config.parameterization == "mp":
+            self.bases = nn.Parameter(torch.zeros(config.num_bases, t, d))
+            self.mix = nn.Linear(de, config.num_bases)
+        else:
+            dims = [de] + [config.mlp_hidden] * (config.mlp_layers - 1) + [d]
+            # one weight stack per layer, with a leading t axis: token i's MLP is weights[:][i]
+            self.weights = nn.ParameterList([nn.Parameter(torch.zeros(t, a, b)) for a, b in zip(dims, dims[1:])])
+            self.biases = nn.ParameterList([nn.Parameter(torch.zeros(t, b)) for b in dims[1:]])
+
+    @property
+    def contextual(self) -> bool:
+        return self.config.parameterization != "nsp"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Contexts [B, d_e] -> soft prompts [B, t, d]."""
+        p = self.config.parameterization
+        if p == "nsp":
+            return self.theta.unsqueeze(0).expand(z.shape[0], -1, -1)
+        if p == "mp":
+            alpha = torch.softmax(self.mix(z), dim=-1)  # [B, k]
+            return torch.einsum("bk,ktd->btd", alpha, self.bases)
+        h = torch.einsum("be,teh->bth", z, self.weights[0]) + self.biases[0]
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            h = torch.einsum("bth,thg->btg", F.gelu(h), w) + b
+        return h
+
+    @torch.no_grad()
+    def init_from_vocab(self, embedding: torch.Tensor, seed: int = 0, mlp_out_scale: float = 0.1) -> None:
+        """Start every soft token at the embedding of a random vocabulary token, so the prompt begins
+        on the LM's own input scale; MLP weights start small around those embeddings."""
+        g = torch.Generator().manual_seed(seed)
+        vocab, d = embedding.shape
+        emb = embedding.detach().float().cpu()
+
+        def sample(*shape):
+            return emb[torch.randint(0, vocab, shape, generator=g)]
+
+        t, p = self.config.length, self.config.parameterization
+        if p == "nsp":
+            self.theta.copy_(sample(t))
+        elif p == "mp":
+            self.bases.copy_(sample(self.config.num_bases, t))
+            self.mix.weight.normal_(0.0, 0.02, generator=g)
+            self.mix.bias.zero_()
+        else:
+            for i, w in enumerate(self.weights):
+                # contexts are unit-norm, so std 1 gives the first layer unit-scale activations
+                std = 1.0 if i == 0 else 1.0 / math.sqrt(w.shape[1])
+                if i == len(self.weights) - 1:  # last layer: a small perturbation of a token embedding
+                    std *= mlp_out_scale * emb.std().item()
+                w.normal_(0.0, std, generator=g)
+            for b in self.biases[:-1]:
+                b.zero_()
+            self.biases[-1].copy_(sample(t))
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, folder: Path, meta: dict) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp = folder / "prompt.safetensors.tmp"
+        save_file(tensors, str(tmp), metadata={"format": "synthsteer-softprompt"})
+        tmp.replace(folder / "prompt.safetensors")
+        write_json(folder / "config.json", {"softprompt": asdict(self.config), **meta})
+
+
+def load_soft_prompt(folder: str | Path) -> tuple[SoftPrompt, dict]:
+    """A trained soft prompt and its metadata (LM fingerprint, encoder, data, training args)."""
+    folder = Path(folder)
+    if not (folder / "prompt.safetensors").exists() or not (folder / "config.json").exists():
+        raise SynthsteerError(f"--prompt {folder}: not a soft-prompt directory (needs prompt.safetensors and config.json)")
+    meta = read_json(folder / "config.json")
+    prompt = SoftPrompt(SoftPromptConfig(**meta["softprompt"]))
+    prompt.load_state_dict(load_file(str(folder / "prompt.safetensors")))
+    return prompt, meta
