@@ -31,3 +31,37 @@ def tiny_model(kind: str, seed: int = 0, vocab: int = 96):
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SYNTHSTEER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def lm_dir(tmp_path_factory):
+    """A local model directory: a tiny random Llama with a small BPE tokenizer trained on GSM8K."""
+    from synthsteer.data import load_records
+    from synthsteer.pretrain import train_tokenizer
+
+    texts = [r.text for r in load_records("builtin:gsm8k", limit=800)]
+    tok = train_tokenizer(texts, vocab_size=400)
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.3,
+                      bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = AutoModelForCausalLM.from_config(cfg)
+    path = tmp_path_factory.mktemp("lm") / "tiny-random-llama"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_jsonl(tmp_path_factory):
+    """Twelve GSM8K-like questions in a jsonl file without ids (ids become content hashes)."""
+    import json
+
+    from synthsteer.data import load_records
+
+    path = tmp_path_factory.mktemp("data") / "q.jsonl"
+    rows = [{"question": r.text} for r in load_records("builtin:gsm8k", limit=12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from synthsteer.cli import main
+from synthsteer.data import BUILTIN, DataSpec, load_records
+from synthsteer.errors import SynthsteerError
+
+
+def test_builtin_splits_and_sizes():
+    assert len(load_records("builtin:gsm8k")) == 7473
+    assert len(load_records("builtin:gsm8k/test")) == 1319
+    mbpp = {s: load_records(f"builtin:mbpp/{s}") for s in BUILTIN["mbpp"].splits}
+    assert [len(mbpp[s]) for s in ("prompt", "test", "validation", "train")] == [10, 500, 90, 374]
+    assert min(r.meta["task_id"] for r in mbpp["train"]) == 601 and max(r.meta["task_id"] for r in mbpp["test"]) == 510
+    boolq = load_records("builtin:boolq/train") + load_records("builtin:boolq/heldout")
+    assert len(boolq) == 3270 and len({r.id for r in boolq}) == 3270
+    tox = load_records("builtin:jigsaw", split="heldout", field="comment_text")
+    assert {r.meta["label_name"] for r in tox} == {"toxic", "non-toxic"}
+
+
+def test_template_and_ids(tmp_path):
+    recs = load_records("builtin:gsm8k", template="Q: {question}\nA: {answer}", limit=2)
+    assert recs[0].text.startswith("Q: Natalia") and "\nA: " in recs[0].text
+    assert recs[0].id == "gsm8k-train-00000"
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"t": "a"}\n{"t": "b"}\n{"t": "a"}\n')
+    ids = [r.id for r in load_records(str(p), field="t")]
+    assert len(set(ids)) == 3 and ids == [r.id for r in load_records(str(p), field="t")]
+
+
+def test_formats_agree(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "text": f"example {i}", "label": i % 2} for i in range(5)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "a.csv").write_text("id,text,label\n" + "".join(f"{r['id']},{r['text']},{r['label']}\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
+    for name in ("a.jsonl", "a.json", "a.csv", "a.parquet", "hf"):
+        recs = load_records(str(tmp_path / name), field="text")
+        assert [(r.id, r.text) for r in recs] == [(r["id"], r["text"]) for r in rows], name
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "the dataset is empty"),
+    (b'{"text": "ok"}\n{"text": broken}\n', "bad.jsonl:2: malformed JSON line"),
+    (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', "bad.jsonl:2: not valid UTF-8 (byte 0xe9"),
+    (b'{"text": "ok"}\n{"other": "x"}\n', "record 2 has no field 'text'; fields: other"),
+])
+def test_data_errors(tmp_path, content, expected):
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(SynthsteerError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_records(str(p), field="text")
+
+
+def test_missing_file_and_builtin():
+    with pytest.raises(SynthsteerError, match="nope.jsonl: no such file"):
+        load_records("data/nope.jsonl", field="text")
+    with pytest.raises(SynthsteerError, match="no such bundled dataset"):
+        load_records("builtin:nothing")
+    with pytest.raises(SynthsteerError, match="no split 'dev'"):
+        load_records(DataSpec("builtin:gsm8k", split="dev"))
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "missing.jsonl: no such file"),
+    (b"", "the dataset is empty"),
+    (b'{"text": 1}\n{oops\n', ":2: malformed JSON line"),
+    (b'{"text": "\xff"}\n', ":1: not valid UTF-8"),
+    (b'{"question": "q"}\n', "has no field 'text'; fields: question"),
+])
+def test_cli_data_errors_exit_2_with_one_line(tmp_path, capsys, content, expected):
+    p = tmp_path / ("missing.jsonl" if content is None else "d.jsonl")
+    if content is not None:
+        p.write_bytes(content)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--data", str(p), "--field", "text", "--out", str(out), "--model", "tiny"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1
+    assert not out.exists()  # nothing half-written
+
+
+def test_datasets_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["datasets"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "builtin:gsm8k/train" in text and "7,473" in text and "builtin:jigsaw/heldout" in text

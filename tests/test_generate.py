@@ -1,0 +1,111 @@
+import json
+
+import pytest
+
+from synthsteer.cli import main
+from synthsteer.errors import SynthsteerError
+from synthsteer.generate import GenerateConfig, generate
+from synthsteer.runs import read_run
+from synthsteer.softsrv.config import FitConfig
+from synthsteer.softsrv.fit import fit_soft_prompt
+
+
+@pytest.fixture(scope="module")
+def prompt_dir(lm_dir, small_jsonl, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prompt") / "p"
+    return fit_soft_prompt(FitConfig(data=str(small_jsonl), field="question", out=str(out), model=str(lm_dir),
+                                     encoder="lm-mean", prompt_length=4, mlp_hidden=16, steps=20, batch_size=6,
+                                     lr=3e-2, warmup=2, device="cpu"), progress=False)
+
+
+def _config(prompt_dir, out, **kw):
+    return GenerateConfig(**{**dict(out=str(out), prompt=str(prompt_dir), n=10, batch_size=4, max_new_tokens=12,
+                                    context_noise=0.1, context_mix=0.3, seed=3, device="cpu"), **kw})
+
+
+def _texts(run):
+    return [(r["id"], r["text"], r["provenance"]["source_id"]) for r in read_run(run)]
+
+
+def test_softsrv_run_records_and_provenance(prompt_dir, small_jsonl, tmp_path):
+    run = generate(_config(prompt_dir, tmp_path / "run"), progress=False)
+    records = read_run(run)
+    assert [r["index"] for r in records] == list(range(10))
+    assert len({r["id"] for r in records}) == 10
+    manifest = json.loads((run / "manifest.json").read_text())
+    for r in records:
+        p = r["provenance"]
+        assert p["method"] == "softsrv" and p["parameterization"] == "mc" and p["seed"] == 3
+        assert p["settings_hash"] == manifest["settings_hash"] and r["id"].startswith(p["settings_hash"][:8])
+        assert 0 < r["num_tokens"] <= 12 and r["finish"] in ("eos", "length")
+    # contexts cycle through the 12 training examples: sample i is seeded by example i % 12
+    from synthsteer.data import load_records
+
+    train = load_records(str(small_jsonl), field="question")
+    assert [r["provenance"]["source_id"] for r in records] == [train[i % 12].id for i in range(10)]
+    assert all(r["provenance"]["mix_id"] in {t.id for t in train} for r in records)
+    assert manifest["records"] == 10 and manifest["settings"]["context_mix"] == 0.3
+
+
+def test_interrupted_generate_resumes_to_identical_records(prompt_dir, tmp_path, monkeypatch):
+    full = generate(_config(prompt_dir, tmp_path / "full"), progress=False)
+    import synthsteer.generate as gen
+
+    real, calls = gen.decode, {"n": 0}
+
+    def dies_on_third_batch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(gen, "decode", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generate(_config(prompt_dir, tmp_path / "cut"), progress=False)
+    assert len(read_run(tmp_path / "cut")) == 8
+    # a torn half-line at the end, as a kill in mid-write would leave
+    shard = tmp_path / "cut" / "records-00000.jsonl"
+    with open(shard, "a") as f:
+        f.write('{"id": "torn", "te')
+    monkeypatch.setattr(gen, "decode", real)
+    resumed = generate(_config(prompt_dir, tmp_path / "cut"), progress=False)
+    assert _texts(resumed) == _texts(full)
+    # running again adds nothing; asking for more adds only the missing ones
+    generate(_config(prompt_dir, tmp_path / "cut"), progress=False)
+    assert len(read_run(resumed)) == 10
+    more = generate(_config(prompt_dir, tmp_path / "cut", n=13), progress=False)
+    assert _texts(more)[:10] == _texts(full) and len(read_run(more)) == 13
+
+
+def test_batch_size_does_not_change_records(prompt_dir, tmp_path):
+    a = generate(_config(prompt_dir, tmp_path / "a", batch_size=5), progress=False)
+    b = generate(_config(prompt_dir, tmp_path / "b", batch_size=2), progress=False)
+    assert _texts(a) == _texts(b)
+
+
+def test_other_settings_refuse_the_same_run_dir(prompt_dir, tmp_path):
+    generate(_config(prompt_dir, tmp_path / "run"), progress=False)
+    with pytest.raises(SynthsteerError, match="differs in sampling"):
+        generate(_config(prompt_dir, tmp_path / "run", temperature=0.5), progress=False)
+
+
+def test_plain_and_cli_generate(lm_dir, prompt_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--method", "plain", "--model", str(lm_dir), "--n", "3", "--max-new-tokens", "8",
+              "--out", str(tmp_path / "plain"), "--device", "cpu"])
+    assert e.value.code == 0
+    assert [r["provenance"]["method"] for r in read_run(tmp_path / "plain")] == ["plain"] * 3
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text(f"prompt: {prompt_dir}\nn: 4\nmax-new-tokens: 6\ndevice: cpu\nseed: 9\n")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--config", str(cfg), "--n", "2", "--out", str(tmp_path / "soft")])
+    assert e.value.code == 0
+    records = read_run(tmp_path / "soft")
+    assert len(records) == 2 and records[0]["provenance"]["seed"] == 9  # YAML value, flag wins for n
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--prompt", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "not a soft-prompt directory" in capsys.readouterr().err
+    cfg.write_text("colour: blue\n")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--config", str(cfg)])
+    assert e.value.code == 2

@@ -1,0 +1,147 @@
+import pytest
+import torch
+
+from synthsteer.data import load_records
+from synthsteer.errors import SynthsteerError
+from synthsteer.lm import load_lm
+from synthsteer.softsrv.config import FitConfig, SoftPromptConfig
+from synthsteer.softsrv.fit import example_loss, fit_soft_prompt, tokenize_examples
+from synthsteer.softsrv.prompt import SoftPrompt, load_soft_prompt
+
+
+@pytest.mark.parametrize("kind", ["nsp", "mp", "mc"])
+def test_parameterization_shapes_and_gradients(kind):
+    cfg = SoftPromptConfig(parameterization=kind, length=6, hidden_size=10, context_dim=7, num_bases=3,
+                           mlp_hidden=5, mlp_layers=3)
+    p = SoftPrompt(cfg)
+    p.init_from_vocab(torch.randn(50, 10))
+    z = torch.nn.functional.normalize(torch.randn(4, 7), dim=-1)
+    out = p(z)
+    assert out.shape == (4, 6, 10)
+    out.pow(2).sum().backward()
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in p.parameters())
+    if kind == "nsp":
+        assert torch.equal(out[0], out[1])  # no context
+    else:
+        assert not torch.allclose(out[0], out[1])  # contextual
+
+
+def test_mc_is_t_independent_mlps():
+    cfg = SoftPromptConfig(parameterization="mc", length=3, hidden_size=4, context_dim=5, mlp_hidden=6, mlp_layers=2)
+    p = SoftPrompt(cfg)
+    p.init_from_vocab(torch.randn(20, 4))
+    z = torch.randn(2, 5)
+    for i in range(3):  # soft token i is MLP_i(z), written out by hand
+        h = torch.nn.functional.gelu(z @ p.weights[0][i] + p.biases[0][i])
+        assert torch.allclose(p(z)[:, i], h @ p.weights[1][i] + p.biases[1][i], atol=1e-6)
+
+
+def test_mp_is_softmax_mixture_of_bases():
+    cfg = SoftPromptConfig(parameterization="mp", length=3, hidden_size=4, context_dim=5, num_bases=2)
+    p = SoftPrompt(cfg)
+    p.init_from_vocab(torch.randn(20, 4))
+    z = torch.randn(1, 5)
+    a = torch.softmax(p.mix(z), -1)[0]
+    assert torch.allclose(p(z)[0], a[0] * p.bases[0] + a[1] * p.bases[1], atol=1e-6)
+
+
+def _fit_config(lm_dir, data, out, **kw):
+    base = dict(data=str(data), field="question", out=str(out), model=str(lm_dir), encoder="lm-mean",
+                parameterization="mc", prompt_length=8, mlp_hidden=16, steps=60, batch_size=6, lr=3e-2,
+                warmup=5, save_every=20, device="cpu")
+    return FitConfig(**{**base, **kw})
+
+
+def test_fit_learns_and_leaves_lm_untouched(lm_dir, small_jsonl, tmp_path):
+    lm = load_lm(str(lm_dir), device="cpu")
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    texts = [r.text for r in load_records(str(small_jsonl), field="question")]
+    examples = tokenize_examples(lm, texts, 128)
+    with torch.no_grad():
+        nll, n = example_loss(lm, None, examples)
+    unprompted = nll.item() / n
+    out = fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=200), lm=lm, progress=False)
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the frozen LM is bit-identical
+    prompt, meta = load_soft_prompt(out)
+    assert meta["final_loss"] < 0.6 * unprompted, (meta["final_loss"], unprompted)
+    assert meta["lm"]["name"] == str(lm_dir) and not (out / "train_state").exists()
+    # only the prompt has gradients: nothing in the LM requires grad
+    assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_fit_resume_equals_uninterrupted(lm_dir, small_jsonl, tmp_path, monkeypatch):
+    cfg = _fit_config(lm_dir, small_jsonl, tmp_path / "full", steps=30, save_every=10, parameterization="mp")
+    full = fit_soft_prompt(cfg, progress=False)
+    # interrupt a second run right after its step-20 checkpoint
+    import synthsteer.softsrv.fit as fit_mod
+
+    calls = {"n": 0}
+    real = fit_mod.example_loss
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 21:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(fit_mod, "example_loss", flaky)
+    cfg2 = _fit_config(lm_dir, small_jsonl, tmp_path / "cut", steps=30, save_every=10, parameterization="mp")
+    with pytest.raises(KeyboardInterrupt):
+        fit_soft_prompt(cfg2, progress=False)
+    assert (tmp_path / "cut" / "train_state" / "state.json").exists()
+    assert not (tmp_path / "cut" / "prompt.safetensors").exists()
+    monkeypatch.setattr(fit_mod, "example_loss", real)
+    with pytest.raises(SynthsteerError, match="already exists; pass --resume"):
+        fit_soft_prompt(cfg2, progress=False)
+    resumed = fit_soft_prompt(cfg2, resume=True, progress=False)
+    a, ma = load_soft_prompt(full)
+    b, mb = load_soft_prompt(resumed)
+    assert ma["loss_history"] == mb["loss_history"]
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
+
+
+def test_nan_loss_stops_with_message(lm_dir, small_jsonl, tmp_path, monkeypatch):
+    import synthsteer.softsrv.fit as fit_mod
+
+    real, calls = fit_mod.example_loss, {"n": 0}
+
+    def blows_up(*a, **k):
+        calls["n"] += 1
+        nll, n = real(*a, **k)
+        return (nll * float("nan"), n) if calls["n"] >= 3 else (nll, n)
+
+    monkeypatch.setattr(fit_mod, "example_loss", blows_up)
+    with pytest.raises(SynthsteerError, match="the loss became nan at step 2; lower --lr"):
+        fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=5), progress=False)
+    assert not (tmp_path / "p" / "prompt.safetensors").exists()
+
+
+def test_bad_settings_name_the_flag():
+    with pytest.raises(SynthsteerError, match="--lr must be a positive number"):
+        FitConfig(lr=float("nan"))
+    with pytest.raises(SynthsteerError, match="--parameterization xx"):
+        FitConfig(parameterization="xx")
+    with pytest.raises(SynthsteerError, match="--batch-size must be at least 1"):
+        FitConfig(batch_size=0)
+
+
+def test_prompt_refuses_another_lm(lm_dir, small_jsonl, tmp_path):
+    from synthsteer.generate import GenerateConfig, generate
+
+    out = fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=2, parameterization="nsp"),
+                          progress=False)
+    from transformers import AutoModelForCausalLM
+
+    other = AutoModelForCausalLM.from_pretrained(lm_dir)
+    torch.nn.init.normal_(other.get_input_embeddings().weight)
+    other.save_pretrained(tmp_path / "other")
+    import shutil
+
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(lm_dir / f, tmp_path / "other" / f)
+    with pytest.raises(SynthsteerError, match="differs in embedding_sha256"):
+        generate(GenerateConfig(out=str(tmp_path / "run"), prompt=str(out), model=str(tmp_path / "other"), n=2,
+                                device="cpu"), progress=False)
+    assert not (tmp_path / "run").exists()
