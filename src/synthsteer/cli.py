@@ -19,9 +19,58 @@ import typer
 
 from .errors import SynthsteerError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Steer a frozen LLM to generate synthetic data that looks like a target dataset.")
 _state = {"debug": False}
+
+
+HELP = {
+    "data": "Dataset: a .jsonl/.json/.csv/.parquet file, a `datasets` directory, a hub name, or builtin:NAME[/SPLIT].",
+    "field": "Row field holding the text (default: the builtin dataset's text field).",
+    "template": "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).",
+    "split": "Split of a builtin, `datasets` directory or hub dataset.",
+    "limit": "Use only the first N records.",
+    "model": "Hugging Face causal LM id or local path, or `tiny` for the bundled LM.",
+    "encoder": "Context encoder: minilm (bundled), lm-mean, or a sentence-transformers id/path.",
+    "parameterization": "Soft prompt: nsp (shared), mp (mixture of bases), mc (per-token MLPs).",
+    "prompt_length": "Soft tokens t (128 for real LMs as in the paper; 16 suits tiny).",
+    "num_bases": "Basis prompts k for mp.",
+    "mlp_hidden": "Hidden width of each per-token MLP (mc).",
+    "mlp_layers": "Layers of each per-token MLP (mc).",
+    "max_length": "Example tokens kept, EOS included.",
+    "grad_accum": "Micro-batches per optimizer step.",
+    "save_every": "Steps between checkpoints (atomic; --resume continues from the last).",
+    "device": "auto (CUDA when available), cpu or cuda.",
+    "dtype": "auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.",
+    "trust_remote_code": "Run code shipped with the model (off unless you trust it).",
+    "out": "Output directory.",
+    "n": "Records the run should hold (rerun with a larger n to add more).",
+    "method": "softsrv (needs --prompt) or plain (unsteered sampling from --model).",
+    "prompt": "Soft-prompt directory written by `synthsteer fit`.",
+    "context_noise": "Gaussian noise on each context, relative to its norm (more novelty).",
+    "context_mix": "Mix in up to this share of another example's context (more novelty).",
+    "temperature": "Sampling temperature; 0 is greedy.",
+    "top_k": "Keep the k most likely tokens (0: off).",
+    "top_p": "Nucleus sampling mass (1: off).",
+    "max_new_tokens": "Tokens per sample at most.",
+    "batch_size": "Samples (generate) or examples (fit) per batch.",
+    "seed": "Seed; every random choice derives from it and the record's id.",
+    "corpus": "Directory of .txt books (e.g. ../shared/data/text_corpus/gutenberg).",
+    "datasets": "Bundled datasets whose training splits join the corpus (repeat or comma-separate).",
+    "real": "Real held-out data to compare with (any data source).",
+    "synthetic": "A synthetic set: a run directory or data source, optionally NAME=PATH (repeat for several).",
+    "train": "The data the generator learned from (enables memorization checks).",
+    "label_field": "Label column: adds train-on-synthetic/test-on-real classification.",
+    "mauve_seeds": "k-means seeds for MAUVE (repeat; at least 3 recommended).",
+    "max_samples": "Use at most this many samples per set (seeded subsample; 0 = all).",
+    "knn_k": "k of the k-NN precision/recall balls.",
+    "run": "Run directory to filter.",
+    "dedup": "Drop records whose normalised text repeats an earlier record.",
+    "decontaminate": "Drop records copying this data source (exact, near-duplicate or a 13-word run).",
+    "min_length": "Drop records with fewer words.",
+    "near_threshold": "Character-5-gram Jaccard at which a record counts as a near copy.",
+    "ngram": "Length in words of a verbatim run that counts as a copy.",
+}
 
 
 def _flag(name: str) -> str:
@@ -50,13 +99,14 @@ def _load_yaml_defaults(ctx: typer.Context, param, value: Optional[Path]):
         name = str(key).replace("-", "_")
         if name not in known or name == "config":
             raise typer.BadParameter(f"{value}: unknown setting {key!r}")
-        defaults[name] = ",".join(map(str, v)) if isinstance(v, list) else v
+        defaults[name] = v
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
 
-def _config_command(config_cls, extra: list[inspect.Parameter] | None = None):
-    """Turn `fn(config, **extra)` into a Typer command with one flag per config field."""
+def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, positional: tuple[str, ...] = ()):
+    """Turn `fn(config, **extra)` into a Typer command with one flag per config field (fields named
+    in `positional` become arguments)."""
 
     def wrap(fn):
         hints = typing.get_type_hints(config_cls)
@@ -64,16 +114,17 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None):
                                     annotation=Annotated[Optional[Path], typer.Option(
                                         "--config", help="YAML file of flag values; flags given here win.",
                                         is_eager=True, callback=_load_yaml_defaults)])]
-        tuples = set()
+        tuples = {}
         for f in dataclasses.fields(config_cls):
             ann = hints[f.name]
-            if typing.get_origin(ann) is tuple:  # tuples travel as comma-separated strings
-                tuples.add(f.name)
-                ann, default = str, ",".join(f.default)
-            else:
-                default = f.default
-            opt = typer.Option(_flag(f.name)) if ann is not bool else \
-                typer.Option(f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}")
+            default = f.default
+            if typing.get_origin(ann) is tuple:  # repeatable flag; str items may also be comma-separated
+                item = typing.get_args(ann)[0]
+                tuples[f.name] = item
+                ann, default = list[str] if item is str else list[item], list(f.default)
+            names = [_flag(f.name)] if ann is not bool else [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"]
+            opt = typer.Argument(help=HELP.get(f.name, "")) if f.name in positional else \
+                typer.Option(*names, help=HELP.get(f.name, ""))
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                             annotation=Annotated[ann, opt]))
         params += extra or []
@@ -82,7 +133,10 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None):
             config_kwargs = {}
             for f in dataclasses.fields(config_cls):
                 v = kwargs.pop(f.name)
-                config_kwargs[f.name] = tuple(x.strip() for x in v.split(",") if x.strip()) if f.name in tuples else v
+                if f.name in tuples:
+                    items = [x for part in v for x in (str(part).split(",") if tuples[f.name] is str else [part])]
+                    v = tuple(x.strip() if isinstance(x, str) else x for x in items if str(x).strip())
+                config_kwargs[f.name] = v
             kwargs.pop("config_file", None)
             return fn(config_cls(**config_kwargs), **kwargs)
 
@@ -157,6 +211,31 @@ def pretrain(config: PretrainConfig, resume: bool = False):
 
 
 from .demo import DemoConfig  # noqa: E402
+from .evaluate import EvalConfig  # noqa: E402
+from .filter import FilterConfig  # noqa: E402
+
+
+@app.command("eval")
+@_config_command(EvalConfig)
+def eval_command(config: EvalConfig):
+    """Score synthetic sets against real held-out data; write report.json and report.html."""
+    from .evaluate import evaluate
+    from .report import print_table
+
+    report = evaluate(config)
+    print_table(report)
+    typer.echo(f"report written to {Path(config.out) / 'report.html'}")
+
+
+@app.command("filter")
+@_config_command(FilterConfig, positional=("run",))
+def filter_command(config: FilterConfig):
+    """Drop short, duplicate and contaminated records of a run into a new run directory."""
+    from .filter import filter_run
+
+    s = filter_run(config)
+    typer.echo(f"kept {s['kept']} of {s['input']} records (too short {s['too_short']}, duplicates {s['duplicate']}, "
+               f"contaminated {s['contaminated']}) in {config.out}")
 
 
 @app.command()

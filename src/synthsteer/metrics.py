@@ -1,14 +1,82 @@
-"""Metrics that say whether synthetic text looks like the real thing."""
+"""Metrics that say whether synthetic text looks like the real thing.
+
+Small functions with explicit arguments, each computing one number (or one small dict) from texts
+or embedding matrices; `evaluate.py` decides which to run on what.
+
+Fidelity:     mauve_score, knn_precision_recall, nearest_cosine
+Diversity:    distinct_n, steer_diversity, self_bleu, compression_ratio, vendi_score
+Authenticity: authenticity_auroc
+Memorization: memorization
+Downstream:   tstr
+"""
 
 from __future__ import annotations
 
+import gzip
+import re
+
 import numpy as np
+
+from .errors import SynthsteerError
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)]
+
+
+# ---------------------------------------------------------------- diversity
 
 
 def distinct_n(texts: list[str], n: int = 2) -> float:
-    """Share of distinct word n-grams among all word n-grams of the set (Li et al. 2016)."""
-    grams = [tuple(words[i: i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
+    """Distinct n-grams / all n-grams over the whole set (Li et al. 2016). 1 = no n-gram repeats."""
+    grams = [g for t in texts for g in _ngrams(words(t), n)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def steer_diversity(texts: list[str]) -> float:
+    """The STEER paper's diversity, prod_{n=2..4} (1 - rep_n) with rep_n = 1 - distinct_n."""
+    return float(np.prod([distinct_n(texts, n) for n in (2, 3, 4)]))
+
+
+def self_bleu(texts: list[str], *, n_hypotheses: int = 200, n_references: int = 200, seed: int = 0) -> float:
+    """Mean BLEU-4 of samples against other samples of the same set (Zhu et al. 2018); lower is more
+    diverse. Each hypothesis is scored against a seeded random subsample of the *other* samples."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    if len(texts) < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    tokens = [words(t) for t in texts]
+    hyps = rng.choice(len(texts), size=min(n_hypotheses, len(texts)), replace=False)
+    smooth = SmoothingFunction().method1
+    scores = []
+    for h in hyps:
+        others = np.delete(np.arange(len(texts)), h)
+        refs = rng.choice(others, size=min(n_references, len(others)), replace=False)
+        scores.append(sentence_bleu([tokens[r] for r in refs], tokens[h], smoothing_function=smooth))
+    return float(np.mean(scores))
+
+
+def compression_ratio(texts: list[str]) -> float:
+    """Bytes of the joined set / bytes gzipped (Shaib et al. 2024); higher is more repetitive."""
+    raw = "\n".join(texts).encode("utf-8")
+    return len(raw) / len(gzip.compress(raw, mtime=0)) if raw else 0.0
+
+
+def vendi_score(embeddings: np.ndarray) -> float:
+    """Vendi score (Friedman & Dieng 2023): exp of the entropy of the eigenvalues of K/n, with K the
+    cosine-similarity matrix; the effective number of distinct samples, from 1 to n."""
+    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+    eig = np.linalg.eigvalsh(x @ x.T / len(x)).clip(0)
+    eig = eig[eig > 1e-12]
+    return float(np.exp(-(eig * np.log(eig)).sum()))
+
+
+# ---------------------------------------------------------------- fidelity
 
 
 def mauve_score(p_features: np.ndarray, q_features: np.ndarray, seeds: tuple[int, ...] = (0, 1, 2),
@@ -24,11 +92,139 @@ def mauve_score(p_features: np.ndarray, q_features: np.ndarray, seeds: tuple[int
     try:
         import mauve
     except ImportError:
-        from .errors import SynthsteerError
-
         raise SynthsteerError("MAUVE needs the optional extra: pip install 'synthsteer[eval]'") from None
     scores = [mauve.compute_mauve(p_features=np.asarray(p_features), q_features=np.asarray(q_features),
                                   seed=s, mauve_scaling_factor=scaling_factor, verbose=False).mauve
               for s in seeds]
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "scores": [float(s) for s in scores],
             "n_p": len(p_features), "n_q": len(q_features), "scaling_factor": scaling_factor}
+
+
+def _pairwise_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(d2.clip(0))
+
+
+def knn_precision_recall(real: np.ndarray, synthetic: np.ndarray, k: int = 3) -> dict:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): each point's manifold ball has the
+    radius of its k-th nearest neighbour within its own set. Precision = share of synthetic points
+    inside some real ball (fidelity); recall = share of real points inside some synthetic ball
+    (coverage)."""
+
+    def radii(x):
+        d = _pairwise_dist(x, x)
+        return np.sort(d, axis=1)[:, min(k, len(x) - 1)]
+
+    cross = _pairwise_dist(synthetic, real)  # [n_s, n_r]
+    precision = (cross <= radii(real)[None, :]).any(1).mean()
+    recall = (cross <= radii(synthetic)[:, None]).any(0).mean()
+    return {"precision": float(precision), "recall": float(recall), "k": k}
+
+
+def nearest_cosine(real: np.ndarray, synthetic: np.ndarray) -> float:
+    """Mean, over synthetic samples, of the cosine similarity to the nearest real sample."""
+    r = real / np.linalg.norm(real, axis=1, keepdims=True).clip(1e-12)
+    s = synthetic / np.linalg.norm(synthetic, axis=1, keepdims=True).clip(1e-12)
+    return float((s @ r.T).max(1).mean())
+
+
+# ---------------------------------------------------------------- authenticity and downstream
+
+
+def authenticity_auroc(real: np.ndarray, synthetic: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+    """AUROC of a logistic-regression real-vs-synthetic classifier on embeddings, from out-of-fold
+    predictions of seeded stratified k-fold; 0.5 = indistinguishable, 1 = trivially told apart.
+
+    Identical embeddings share a fold: otherwise a synthetic copy of a real sample trains the
+    classifier against its twin and drives the AUROC below 0.5 instead of to it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+
+    x = np.concatenate([real, synthetic])
+    y = np.concatenate([np.zeros(len(real)), np.ones(len(synthetic))])
+    folds = min(folds, len(real), len(synthetic))
+    if folds < 2:
+        raise SynthsteerError("authenticity needs at least 2 real and 2 synthetic samples")
+    groups = np.unique(np.round(x, 5), axis=0, return_inverse=True)[1].reshape(-1)
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=cv, groups=groups, method="predict_proba")[:, 1]
+    return float(roc_auc_score(y, p))
+
+
+def tstr(train_x: np.ndarray, train_y: list, test_x: np.ndarray, test_y: list, *, seed: int = 0) -> dict:
+    """Train a logistic-regression classifier on (train_x, train_y), test on (test_x, test_y):
+    accuracy and macro-F1. With synthetic training data this is train-on-synthetic/test-on-real."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if len(set(train_y)) < 2:
+        return {"accuracy": None, "macro_f1": None, "n_train": len(train_y), "n_test": len(test_y),
+                "note": f"training labels have a single class ({sorted(set(map(str, train_y)))})"}
+    clf = LogisticRegression(max_iter=2000, random_state=seed).fit(train_x, train_y)
+    pred = clf.predict(test_x)
+    return {"accuracy": float(accuracy_score(test_y, pred)),
+            "macro_f1": float(f1_score(test_y, pred, average="macro")),
+            "n_train": len(train_y), "n_test": len(test_y)}
+
+
+# ---------------------------------------------------------------- memorization
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _shingles(text: str, k: int = 5) -> set[str]:
+    t = _normalize(text)
+    return {t[i: i + k] for i in range(max(1, len(t) - k + 1))}
+
+
+def copy_scores(synthetic: list[str], reference: list[str], *, near_threshold: float = 0.8, ngram: int = 13,
+                num_perm: int = 128, seed: int = 0) -> list[dict]:
+    """Per synthetic sample, how it copies the reference texts: `exact` (identical up to case and
+    whitespace), `jaccard` and `match` (the most similar reference by character-5-gram Jaccard among
+    MinHash-LSH candidates at `near_threshold`, confirmed exactly; 0 and -1 when none), `verbatim`
+    (contains a run of `ngram` words that occurs in the reference)."""
+    from datasketch import MinHash, MinHashLSH
+
+    ref_norm = {_normalize(t) for t in reference}
+
+    def minhash(shingles):
+        m = MinHash(num_perm=num_perm, seed=seed)
+        m.update_batch([x.encode("utf-8") for x in shingles])
+        return m
+
+    lsh = MinHashLSH(threshold=near_threshold, num_perm=num_perm)
+    ref_sh = [_shingles(t) for t in reference]
+    for i, sh in enumerate(ref_sh):
+        lsh.insert(str(i), minhash(sh))
+    ref_grams = {g for t in reference for g in _ngrams(words(t), ngram)}
+    out = []
+    for text in synthetic:
+        sh = _shingles(text)
+        scored = [(len(sh & ref_sh[c]) / len(sh | ref_sh[c]), c) for c in map(int, lsh.query(minhash(sh)))]
+        jac, match = max(scored) if scored else (0.0, -1)
+        out.append({"exact": _normalize(text) in ref_norm, "jaccard": jac, "match": match,
+                    "verbatim": any(g in ref_grams for g in _ngrams(words(text), ngram))})
+    return out
+
+
+def memorization(synthetic: list[str], train: list[str], *, near_threshold: float = 0.8, ngram: int = 13,
+                 worst: int = 10, seed: int = 0) -> dict:
+    """How much of the synthetic set copies the training data: the shares of exact copies, near
+    copies (character-5-gram Jaccard >= `near_threshold`) and samples containing a verbatim
+    `ngram`-word run of the training data, and the `worst` offenders."""
+    scores = copy_scores(synthetic, train, near_threshold=near_threshold, ngram=ngram, seed=seed)
+    flagged = [i for i, c in enumerate(scores) if c["exact"] or c["jaccard"] >= near_threshold or c["verbatim"]]
+    flagged.sort(key=lambda i: (-scores[i]["exact"], -scores[i]["jaccard"], -scores[i]["verbatim"]))
+    n = max(1, len(synthetic))
+    return {
+        "exact_rate": sum(c["exact"] for c in scores) / n,
+        "near_rate": sum(c["jaccard"] >= near_threshold for c in scores) / n,
+        "verbatim_rate": sum(c["verbatim"] for c in scores) / n,
+        "near_threshold": near_threshold, "ngram": ngram,
+        "worst": [{"synthetic": synthetic[i], "train": train[scores[i]["match"]] if scores[i]["match"] >= 0 else None,
+                   "jaccard": round(scores[i]["jaccard"], 4), "exact": scores[i]["exact"],
+                   "verbatim_ngram": scores[i]["verbatim"]} for i in flagged[:worst]],
+    }

@@ -1,0 +1,225 @@
+"""`synthsteer eval`: compare one or several synthetic sets with real held-out data.
+
+Every set is featurized once by the (cached) encoder; the real data is split into two disjoint
+halves whose comparison ("real vs real") is the ceiling each synthetic set is measured against.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .data import DataSpec, load_records
+from .encoders import encode_cached, load_encoder
+from .errors import SynthsteerError
+from .metrics import (authenticity_auroc, compression_ratio, distinct_n, knn_precision_recall, mauve_score,
+                      memorization, nearest_cosine, self_bleu, steer_diversity, tstr, vendi_score)
+from .runs import read_run
+
+REAL_VS_REAL = "real vs real"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `synthsteer eval` / `evaluate()` compares and how.
+
+    real: held-out real data (any data source).
+    synthetic: synthetic sets, each a run directory or a data source, optionally labelled
+        `NAME=PATH`; the label is the set's name in the report.
+    train: the data the generator learned from, for the memorization checks.
+    label_field: a label column: adds train-on-synthetic/test-on-real classification.
+    max_samples: use at most this many samples per set (seeded subsample); 0 = all.
+    """
+
+    real: str = "builtin:gsm8k/test"
+    synthetic: tuple[str, ...] = ()
+    out: str = "runs/eval"
+    train: str | None = None
+    field: str | None = None
+    template: str | None = None
+    label_field: str | None = None
+    encoder: str = "minilm"
+    mauve_seeds: tuple[int, ...] = (0, 1, 2)
+    max_samples: int = 0
+    knn_k: int = 3
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TextSet:
+    name: str
+    source: str
+    texts: list[str]
+    labels: list | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def _split_name(item: str) -> tuple[str, str]:
+    if "=" in item and not item.startswith(("builtin:", "/", ".")):
+        name, src = item.split("=", 1)
+        return name, src
+    path = Path(item.rstrip("/"))
+    return (path.stem if path.suffix in (".jsonl", ".json", ".csv", ".parquet") else path.name) or item, item
+
+
+def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
+    """A synthetic set from a run directory (its manifest settings come along) or a data source."""
+    name, src = _split_name(item)
+    path = Path(src)
+    if (path / "manifest.json").exists():
+        from .artifacts import read_json
+
+        records = read_run(path)
+        if not records:
+            raise SynthsteerError(f"--synthetic {src}: the run holds no records")
+        labels = None
+        if label_field:
+            labels = [r.get(label_field, r.get("provenance", {}).get(label_field)) for r in records]
+            if any(lab is None for lab in labels):
+                raise SynthsteerError(f"--synthetic {src}: records carry no {label_field!r} (generate with "
+                                      f"--label-field {label_field})")
+        settings = read_json(path / "manifest.json").get("settings", {})
+        return TextSet(name, src, [r["text"] for r in records], labels, settings)
+    records = load_records(DataSpec(src, field=config.field, template=config.template))
+    labels = None
+    if label_field:
+        missing = [r for r in records if label_field not in r.meta]
+        if missing:
+            raise SynthsteerError(f"--synthetic {src}: no field {label_field!r}; fields: {', '.join(missing[0].meta)}")
+        labels = [r.meta[label_field] for r in records]
+    return TextSet(name, src, [r.text for r in records], labels)
+
+
+def _subsample(s: TextSet, n: int, seed: int) -> TextSet:
+    if not n or len(s.texts) <= n:
+        return s
+    idx = np.sort(np.random.default_rng(seed).choice(len(s.texts), n, replace=False))
+    return TextSet(s.name, s.source, [s.texts[i] for i in idx], [s.labels[i] for i in idx] if s.labels else None,
+                   s.settings)
+
+
+def varying_settings(sets: list[TextSet]) -> dict[str, list]:
+    """Flattened manifest settings that differ between synthetic sets (e.g. gamma, parameterization)."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    flats = [flat(s.settings) for s in sets]
+    keys = sorted({k for f in flats for k in f})
+    skip = ("hash", "sha256", "fingerprint", "key")
+    return {k.split(".")[-1]: [f.get(k) for f in flats] for k in keys
+            if len({repr(f.get(k)) for f in flats}) > 1 and not any(s in k for s in skip)}
+
+
+def set_metrics(name: str, texts: list[str], feats: np.ndarray, real_texts: list[str], real_feats: np.ndarray,
+                config: EvalConfig, train_texts: list[str] | None) -> dict:
+    m = {
+        "n": len(texts),
+        "mauve": mauve_score(real_feats, feats, seeds=config.mauve_seeds),
+        **knn_precision_recall(real_feats, feats, k=config.knn_k),
+        "nearest_cosine": nearest_cosine(real_feats, feats),
+        "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "distinct_3": distinct_n(texts, 3),
+        "unique_3gram_ratio": distinct_n(texts, 3),
+        "steer_diversity": steer_diversity(texts),
+        "self_bleu": self_bleu(texts, seed=config.seed),
+        "compression_ratio": compression_ratio(texts),
+        "vendi": vendi_score(feats),
+        "auroc": authenticity_auroc(real_feats, feats, seed=config.seed),
+        "mean_words": float(np.mean([len(t.split()) for t in texts])),
+    }
+    if train_texts is not None and name != REAL_VS_REAL:
+        m["memorization"] = memorization(texts, train_texts, seed=config.seed)
+    return m
+
+
+def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
+    """Score every synthetic set of `config` against the real data; write report.json and
+    report.html to `config.out` and return the report."""
+    from .report import write_report
+
+    if not config.synthetic:
+        raise SynthsteerError("--synthetic: give at least one synthetic set (a run directory or a data file)")
+    if len(config.mauve_seeds) < 1:
+        raise SynthsteerError("--mauve-seeds: give at least one seed")
+    t0 = time.time()
+    real_recs = load_records(DataSpec(config.real, field=config.field, template=config.template))
+    if config.label_field and any(config.label_field not in r.meta for r in real_recs):
+        raise SynthsteerError(f"--real {config.real}: no field {config.label_field!r}; "
+                              f"fields: {', '.join(real_recs[0].meta)}")
+    real = TextSet("real", config.real, [r.text for r in real_recs],
+                   [r.meta[config.label_field] for r in real_recs] if config.label_field else None)
+    real = _subsample(real, config.max_samples, config.seed)
+    sets = [_subsample(load_set(s, config, config.label_field), config.max_samples, config.seed)
+            for s in config.synthetic]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise SynthsteerError(f"--synthetic: two sets share a name ({', '.join(names)}); label them NAME=PATH")
+    train_texts = [r.text for r in load_records(DataSpec(config.train, field=config.field,
+                                                         template=config.template))] if config.train else None
+
+    encoder = load_encoder(config.encoder, device=config.device if config.device != "auto" else "cpu")
+    t_feat = time.time()
+    real_feats = encode_cached(encoder, real.texts, progress=progress).numpy()
+    feats = {s.name: encode_cached(encoder, s.texts, progress=progress).numpy() for s in sets}
+    t_feat = time.time() - t_feat
+
+    warnings_out = []
+    for s in [real, *sets]:
+        if len(s.texts) < 1000:
+            warnings_out.append(f"{s.name}: {len(s.texts)} samples; MAUVE is biased below about 1,000 per side")
+    # the ceiling: two disjoint halves of the real data compared like any synthetic set
+    perm = np.random.default_rng(config.seed).permutation(len(real.texts))
+    half_a, half_b = np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])
+    t_metrics = time.time()
+    results = {REAL_VS_REAL: set_metrics(REAL_VS_REAL, [real.texts[i] for i in half_b], real_feats[half_b],
+                                         [real.texts[i] for i in half_a], real_feats[half_a], config, None)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        for s in sets:
+            results[s.name] = set_metrics(s.name, s.texts, feats[s.name], real.texts, real_feats, config, train_texts)
+
+    if config.label_field:
+        # train on each set, test on the half of the real data that train-on-real does not train on
+        test_x, test_y = real_feats[half_b], [real.labels[i] for i in half_b]
+        results[REAL_VS_REAL]["tstr"] = tstr(real_feats[half_a], [real.labels[i] for i in half_a], test_x, test_y,
+                                             seed=config.seed)
+        for s in sets:
+            results[s.name]["tstr"] = tstr(feats[s.name], s.labels, test_x, test_y, seed=config.seed)
+    t_metrics = time.time() - t_metrics
+
+    import importlib.metadata as md
+
+    versions = {p: md.version(p) for p in ("torch", "transformers", "sentence-transformers", "scikit-learn",
+                                           "mauve-text", "numpy") if _installed(p)}
+    report = {
+        "synthsteer_version": __version__, "packages": versions, "config": asdict(config),
+        "featurizer": encoder.fingerprint, "real": {"source": config.real, "n": len(real.texts)},
+        "sets": {s.name: {"source": s.source, "n": len(s.texts), "settings": s.settings} for s in sets},
+        "varying_settings": varying_settings(sets) if len(sets) > 1 else {},
+        "metrics": results, "warnings": warnings_out,
+        "seconds": {"featurize": round(t_feat, 2), "metrics": round(t_metrics, 2), "total": round(time.time() - t0, 2)},
+    }
+    write_report(report, Path(config.out), real, sets, real_feats, feats)
+    return report
+
+
+def _installed(pkg: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(pkg)
+        return True
+    except md.PackageNotFoundError:
+        return False

@@ -1,0 +1,115 @@
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from synthsteer.cli import main
+from synthsteer.data import load_records
+from synthsteer.evaluate import EvalConfig, evaluate
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalsets")
+    gsm_test = [{"text": r.text} for r in load_records("builtin:gsm8k/test", limit=240)]
+    gsm_train = [{"text": r.text} for r in load_records("builtin:gsm8k/train", limit=300)]
+    toxic = [{"text": r.text} for r in load_records("builtin:jigsaw/train", limit=240)]
+    copied = gsm_train[:3] + gsm_test[3:120]
+    return {"real": _write(d / "real.jsonl", gsm_test), "same": _write(d / "same.jsonl", gsm_test),
+            "other": _write(d / "other.jsonl", toxic), "train": _write(d / "train.jsonl", gsm_train),
+            "copied": _write(d / "copied.jsonl", copied)}
+
+
+@pytest.fixture(scope="module")
+def report(sets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    cfg = EvalConfig(real=sets["real"], synthetic=(f"same={sets['same']}", f"other={sets['other']}",
+                                                   f"copied={sets['copied']}"),
+                     train=sets["train"], field="text", out=str(out), device="cpu")
+    return evaluate(cfg, progress=False), out
+
+
+def test_identical_and_disjoint_sets(report):
+    r, _ = report
+    same, other = r["metrics"]["same"], r["metrics"]["other"]
+    assert same["mauve"]["mean"] > 0.95 and len(same["mauve"]["scores"]) == 3
+    assert abs(same["auroc"] - 0.5) < 0.1
+    assert other["mauve"]["mean"] < 0.1 and other["auroc"] > 0.95
+    assert same["precision"] > 0.9 and other["precision"] < 0.2
+    assert r["metrics"]["real vs real"]["mauve"]["mean"] > other["mauve"]["mean"]
+    assert any("MAUVE is biased" in w for w in r["warnings"])
+    assert r["featurizer"] == "st:minilm" and r["packages"]["mauve-text"]
+
+
+def test_copied_training_examples_are_flagged(report, sets):
+    r, _ = report
+    mem = r["metrics"]["copied"]["memorization"]
+    assert mem["exact_rate"] == pytest.approx(3 / 120)
+    train = [json.loads(line)["text"] for line in open(sets["train"])]
+    assert {w["synthetic"] for w in mem["worst"][:3]} == set(train[:3])
+    assert r["metrics"]["same"]["memorization"]["exact_rate"] == 0
+
+
+def test_report_files(report):
+    r, out = report
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["metrics"]["same"]["n"] == 240 and saved["plots"] == ["lengths", "projection"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "real vs real" in page
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not _chromium(), reason="needs Debian's chromium (installed by .ci/run)")
+def test_report_opens_in_headless_chromium_with_plots(report):
+    _, out = report
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={out / 'chromium-profile'}",
+                          "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-plots-loaded="2"' in dom and 'id="metrics"' in dom
+
+
+def test_sweep_plot_and_cli(tmp_path, sets, capsys):
+    runs = []
+    for t in (0.5, 1.0):
+        d = tmp_path / f"t{t}"
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"settings": {"method": "plain", "sampling": {"temperature": t}},
+                                                     "settings_hash": str(t)}))
+        texts = [json.loads(line)["text"] for line in open(sets["same" if t == 0.5 else "other"])][:60]
+        (d / "records-00000.jsonl").write_text("".join(json.dumps({"id": str(i), "index": i, "text": x}) + "\n"
+                                                       for i, x in enumerate(texts)))
+        runs.append(str(d))
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--real", sets["real"], "--field", "text", "--synthetic", runs[0], "--synthetic", runs[1],
+              "--out", str(tmp_path / "rep"), "--device", "cpu"])
+    assert e.value.code == 0
+    saved = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert saved["varying_settings"] == {"temperature": [0.5, 1.0]} and "sweep" in saved["plots"]
+    assert "MAUVE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,field,label", [("jigsaw", "comment_text", "label_name"), ("boolq", "question", "label")])
+def test_tstr_on_bundled_labelled_sets(tmp_path, name, field, label):
+    real_rows = [{"text": r.text, "label": r.meta[label]} for r in
+                 load_records(f"builtin:{name}/heldout", field=field, limit=300)]
+    syn_rows = [{"text": r.text, "label": r.meta[label]} for r in
+                load_records(f"builtin:{name}/train", field=field, limit=300)]
+    cfg = EvalConfig(real=_write(tmp_path / "real.jsonl", real_rows), synthetic=(_write(tmp_path / "syn.jsonl", syn_rows),),
+                     field="text", label_field="label", out=str(tmp_path / "out"), device="cpu", mauve_seeds=(0,))
+    r = evaluate(cfg, progress=False)
+    t = r["metrics"]["syn"]["tstr"]
+    majority = max(sum(x["label"] == v for x in real_rows) for v in {x["label"] for x in real_rows}) / len(real_rows)
+    assert t["n_train"] == 300 and t["accuracy"] > (0.6 if name == "jigsaw" else 0.5)
+    assert r["metrics"]["real vs real"]["tstr"]["accuracy"] is not None
+    assert 0 <= t["macro_f1"] <= 1 and majority < 1
