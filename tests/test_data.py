@@ -94,3 +94,8 @@ def test_datasets_command(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "builtin:gsm8k/train" in text and "7,473" in text and "builtin:jigsaw/heldout" in text
+
+
+def test_unreachable_hub_dataset_is_a_clear_error():
+    with pytest.raises(SynthsteerError, match="no-such-org/no-such-set: no such file, and loading it as a hub dataset failed"):
+        load_records("no-such-org/no-such-set", field="text")

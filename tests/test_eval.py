@@ -101,10 +101,11 @@ def test_sweep_plot_and_cli(tmp_path, sets, capsys):
 
 @pytest.mark.parametrize("name,field,label", [("jigsaw", "comment_text", "label_name"), ("boolq", "question", "label")])
 def test_tstr_on_bundled_labelled_sets(tmp_path, name, field, label):
-    real_rows = [{"text": r.text, "label": r.meta[label]} for r in
-                 load_records(f"builtin:{name}/heldout", field=field, limit=300)]
-    syn_rows = [{"text": r.text, "label": r.meta[label]} for r in
-                load_records(f"builtin:{name}/train", field=field, limit=300)]
+    def every_kth(split, n):  # a spread-out subset: the files are not shuffled by label
+        recs = load_records(f"builtin:{name}/{split}", field=field)
+        return [{"text": r.text, "label": r.meta[label]} for r in recs[:: len(recs) // n][:n]]
+
+    real_rows, syn_rows = every_kth("heldout", 300), every_kth("train", 300)
     cfg = EvalConfig(real=_write(tmp_path / "real.jsonl", real_rows), synthetic=(_write(tmp_path / "syn.jsonl", syn_rows),),
                      field="text", label_field="label", out=str(tmp_path / "out"), device="cpu", mauve_seeds=(0,))
     r = evaluate(cfg, progress=False)

@@ -4,7 +4,7 @@ import pytest
 
 from synthsteer.cli import main
 from synthsteer.errors import SynthsteerError
-from synthsteer.generate import GenerateConfig, generate
+from synthsteer.generation import GenerateConfig, generate
 from synthsteer.runs import read_run
 from synthsteer.softsrv.config import FitConfig
 from synthsteer.softsrv.fit import fit_soft_prompt
@@ -49,7 +49,7 @@ def test_softsrv_run_records_and_provenance(prompt_dir, small_jsonl, tmp_path):
 
 def test_interrupted_generate_resumes_to_identical_records(prompt_dir, tmp_path, monkeypatch):
     full = generate(_config(prompt_dir, tmp_path / "full"), progress=False)
-    import synthsteer.generate as gen
+    import synthsteer.generation as gen
 
     real, calls = gen.decode, {"n": 0}
 
@@ -109,3 +109,21 @@ def test_plain_and_cli_generate(lm_dir, prompt_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "--config", str(cfg)])
     assert e.value.code == 2
+
+
+def test_label_field_copies_the_source_label(lm_dir, tmp_path):
+    rows = [{"id": f"x{i}", "text": f"example number {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}
+            for i in range(6)]
+    data = tmp_path / "l.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompt = fit_soft_prompt(FitConfig(data=str(data), field="text", out=str(tmp_path / "p"), model=str(lm_dir),
+                                       encoder="lm-mean", prompt_length=2, mlp_hidden=8, steps=2, device="cpu"),
+                             progress=False)
+    run = generate(GenerateConfig(out=str(tmp_path / "run"), prompt=str(prompt), n=6, max_new_tokens=4,
+                                  label_field="label", device="cpu"), progress=False)
+    recs = read_run(run)
+    assert [r["label"] for r in recs] == [i % 2 for i in range(6)]
+    assert [r["provenance"]["source_id"] for r in recs] == [f"x{i}" for i in range(6)]
+    with pytest.raises(SynthsteerError, match="--label-field colour: not a field"):
+        generate(GenerateConfig(out=str(tmp_path / "run2"), prompt=str(prompt), n=2, label_field="colour",
+                                device="cpu"), progress=False)

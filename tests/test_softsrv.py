@@ -128,7 +128,7 @@ def test_bad_settings_name_the_flag():
 
 
 def test_prompt_refuses_another_lm(lm_dir, small_jsonl, tmp_path):
-    from synthsteer.generate import GenerateConfig, generate
+    from synthsteer.generation import GenerateConfig, generate
 
     out = fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=2, parameterization="nsp"),
                           progress=False)

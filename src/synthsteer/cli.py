@@ -49,6 +49,7 @@ HELP = {
     "prompt": "Soft-prompt directory written by `synthsteer fit`.",
     "context_noise": "Gaussian noise on each context, relative to its norm (more novelty).",
     "context_mix": "Mix in up to this share of another example's context (more novelty).",
+    "label_field": "Label column: adds train-on-synthetic/test-on-real classification (eval), or copies the source example's label into each record (generate).",
     "temperature": "Sampling temperature; 0 is greedy.",
     "top_k": "Keep the k most likely tokens (0: off).",
     "top_p": "Nucleus sampling mass (1: off).",
@@ -60,7 +61,6 @@ HELP = {
     "real": "Real held-out data to compare with (any data source).",
     "synthetic": "A synthetic set: a run directory or data source, optionally NAME=PATH (repeat for several).",
     "train": "The data the generator learned from (enables memorization checks).",
-    "label_field": "Label column: adds train-on-synthetic/test-on-real classification.",
     "mauve_seeds": "k-means seeds for MAUVE (repeat; at least 3 recommended).",
     "max_samples": "Use at most this many samples per set (seeded subsample; 0 = all).",
     "knn_k": "k of the k-NN precision/recall balls.",
@@ -175,7 +175,7 @@ def datasets():
     Console().print(table)
 
 
-from .generate import GenerateConfig  # noqa: E402
+from .generation import GenerateConfig  # noqa: E402
 from .pretrain import PretrainConfig  # noqa: E402
 from .softsrv.config import FitConfig  # noqa: E402
 
@@ -195,7 +195,7 @@ def fit(config: FitConfig, resume: bool = False, overwrite: bool = False):
 @_config_command(GenerateConfig)
 def generate(config: GenerateConfig):
     """Generate synthetic records into a run directory (rerun to resume)."""
-    from .generate import generate as run_generate
+    from .generation import generate as run_generate
 
     out = run_generate(config)
     typer.echo(f"run written to {out}")

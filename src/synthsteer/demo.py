@@ -32,7 +32,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     from .data import DataSpec, load_records
     from .encoders import encode_cached, load_encoder
-    from .generate import GenerateConfig, generate
+    from .generation import GenerateConfig, generate
     from .lm import load_lm
     from .metrics import distinct_n, mauve_score
     from .runs import read_run

@@ -42,7 +42,7 @@ def steer_diversity(texts: list[str]) -> float:
     return float(np.prod([distinct_n(texts, n) for n in (2, 3, 4)]))
 
 
-def self_bleu(texts: list[str], *, n_hypotheses: int = 200, n_references: int = 200, seed: int = 0) -> float:
+def self_bleu(texts: list[str], *, n_hypotheses: int = 100, n_references: int = 100, seed: int = 0) -> float:
     """Mean BLEU-4 of samples against other samples of the same set (Zhu et al. 2018); lower is more
     diverse. Each hypothesis is scored against a seeded random subsample of the *other* samples."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu

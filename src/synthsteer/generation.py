@@ -38,6 +38,8 @@ class GenerateConfig:
     data: the examples whose contexts seed samples (default: the prompt's training data).
     context_noise: std of Gaussian noise added to each unit-norm context, relative to its norm.
     context_mix: up to this share of another random example's context is mixed in.
+    label_field: copy this field of the example whose context seeded a sample into its record
+        (labelled synthetic data for train-on-synthetic evaluation).
     """
 
     out: str = "runs/generated"
@@ -51,6 +53,7 @@ class GenerateConfig:
     split: str | None = None
     context_noise: float = 0.0
     context_mix: float = 0.0
+    label_field: str | None = None
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -102,12 +105,17 @@ class _SoftSRV:
         self.data = data
         if self.prompt.contextual:
             self.records = load_records(data)
+            if config.label_field and config.label_field not in self.records[0].meta:
+                raise SynthsteerError(f"--label-field {config.label_field}: not a field of {data.source}; "
+                                      f"fields: {', '.join(self.records[0].meta)}")
             encoder = load_encoder(self.meta["encoder"], lm=self.lm, device=self.lm.device)
             self.contexts = encode_cached(encoder, [r.text for r in self.records]).to(self.lm.device)
         else:
             self.records, self.contexts = [], None
 
     def settings(self) -> dict:
+        if self.config.label_field and self.contexts is None:
+            raise SynthsteerError("--label-field needs a contextual prompt (mp or mc): nsp samples have no source example")
         return {"prompt_sha256": sha256_file(Path(self.config.prompt) / "prompt.safetensors"),
                 "parameterization": self.prompt.config.parameterization, "data": asdict(self.data),
                 "context_noise": self.config.context_noise, "context_mix": self.config.context_mix}
@@ -128,6 +136,8 @@ class _SoftSRV:
                     info["mix_id"] = self.records[info.pop("mix_index")].id
                 rows.append(zi)
                 prov.append({"source_id": self.records[src].id, **info})
+                if c.label_field:
+                    prov[-1]["label"] = self.records[src].meta[c.label_field]
             z = torch.stack(rows)
         soft = self.prompt(z)
         for p in prov:
@@ -137,6 +147,8 @@ class _SoftSRV:
 
 class _Plain:
     def __init__(self, config: GenerateConfig, lm: LM | None):
+        if config.label_field:
+            raise SynthsteerError("--label-field needs a contextual method: unsteered samples have no source example")
         self.lm = lm or load_lm(config.model or "tiny", device=config.device, dtype=config.dtype,
                                 trust_remote_code=config.trust_remote_code)
         tok = self.lm.tokenizer
@@ -160,6 +172,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
     method = (_SoftSRV if config.method == "softsrv" else _Plain)(config, lm)
     lm = method.lm
     settings = {"method": config.method, "lm": lm.fingerprint(), "sampling": asdict(config.sampling),
+                "label_field": config.label_field,
                 "seed": config.seed, **method.settings()}
     run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
                                              "config": asdict(config)})
@@ -186,6 +199,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
         records = [{
             "id": rid(i), "index": i, "text": text.strip(), "num_tokens": len(toks),
             "finish": "length" if len(toks) == config.max_new_tokens else "eos",
+            **({config.label_field: p.pop("label")} if config.label_field else {}),
             "provenance": {"method": config.method, "seed": config.seed, "key": key,
                            "settings_hash": run.hash, **p},
         } for i, text, toks, key, p in zip(block, texts, outs, keys, prov)]
