@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_fit.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generate.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_eval.py
 
 clean:
 	rm -rf $(VENV) runs

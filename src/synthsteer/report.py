@@ -52,16 +52,24 @@ HEADERS = [f"{title} {better}".strip() for _, title, _, better in COLUMNS] + \
           ["copied exact / near / 13-gram", "TSTR acc / F1"]
 
 
+def transposed(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Metrics as rows and sets as columns: many metrics, few sets, so it fits a terminal."""
+    table = rows(report)
+    names = [name for name, _ in table]
+    return names, [[h, *(cells[i] for _, cells in table)] for i, h in enumerate(HEADERS)]
+
+
 def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    names, body = transposed(report)
     table = Table(title=f"synthetic vs {report['real']['source']} (n={report['real']['n']})")
-    table.add_column("set")
-    for h in HEADERS:
-        table.add_column(h, justify="right")
-    for name, cells in rows(report):
-        table.add_row(name, *cells)
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in body:
+        table.add_row(*row)
     console = Console()
     console.print(table)
     for w in report["warnings"]:
@@ -146,9 +154,9 @@ def plots(report: dict, real, sets, real_feats: np.ndarray, feats: dict[str, np.
 
 def render_html(report: dict, images: dict[str, str]) -> str:
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["set", *HEADERS])
-    body = "".join("<tr><td>" + esc(name) + "</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
-                   for name, cells in rows(report))
+    names, table = transposed(report)
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["metric", *names])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table)
     imgs = "".join(f'<figure><img id="plot-{k}" alt="{k}" src="{v}"><figcaption>{k}</figcaption></figure>'
                    for k, v in images.items())
     offenders = ""
