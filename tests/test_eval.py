@@ -79,17 +79,19 @@ def test_report_opens_in_headless_chromium_with_plots(report):
     assert 'data-plots-loaded="2"' in dom and 'id="metrics"' in dom
 
 
+def _fake_run(d, settings, texts):
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"settings": settings, "settings_hash": str(settings)}))
+    (d / "records-00000.jsonl").write_text("".join(json.dumps({"id": str(i), "index": i, "text": x}) + "\n"
+                                                   for i, x in enumerate(texts)))
+    return str(d)
+
+
 def test_sweep_plot_and_cli(tmp_path, sets, capsys):
     runs = []
     for t in (0.5, 1.0):
-        d = tmp_path / f"t{t}"
-        d.mkdir()
-        (d / "manifest.json").write_text(json.dumps({"settings": {"method": "plain", "sampling": {"temperature": t}},
-                                                     "settings_hash": str(t)}))
         texts = [json.loads(line)["text"] for line in open(sets["same" if t == 0.5 else "other"])][:60]
-        (d / "records-00000.jsonl").write_text("".join(json.dumps({"id": str(i), "index": i, "text": x}) + "\n"
-                                                       for i, x in enumerate(texts)))
-        runs.append(str(d))
+        runs.append(_fake_run(tmp_path / f"t{t}", {"method": "plain", "sampling": {"temperature": t}}, texts))
     with pytest.raises(SystemExit) as e:
         main(["eval", "--real", sets["real"], "--field", "text", "--synthetic", runs[0], "--synthetic", runs[1],
               "--out", str(tmp_path / "rep"), "--device", "cpu"])
@@ -114,3 +116,13 @@ def test_tstr_on_bundled_labelled_sets(tmp_path, name, field, label):
     assert t["n_train"] == 300 and t["accuracy"] > (0.6 if name == "jigsaw" else 0.5)
     assert r["metrics"]["real vs real"]["tstr"]["accuracy"] is not None
     assert 0 <= t["macro_f1"] <= 1 and majority < 1
+
+
+def test_two_numeric_settings_give_a_heatmap(tmp_path, sets):
+    texts = [json.loads(line)["text"] for line in open(sets["same"])]
+    runs = [_fake_run(tmp_path / f"g{g}e{e}", {"method": "steer", "gamma": g, "eta": e}, texts[i * 30: i * 30 + 30])
+            for i, (g, e) in enumerate([(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5)])]
+    r = evaluate(EvalConfig(real=sets["real"], field="text", synthetic=tuple(runs), out=str(tmp_path / "rep"),
+                            device="cpu", mauve_seeds=(0,)), progress=False)
+    assert r["varying_settings"] == {"eta": [0.0, 0.5, 0.0, 0.5], "gamma": [0.0, 0.0, 0.5, 0.5]}
+    assert "sweep" in r["plots"] and 'id="plot-sweep"' in (tmp_path / "rep" / "report.html").read_text()
