@@ -113,7 +113,7 @@ def test_nan_loss_stops_with_message(lm_dir, small_jsonl, tmp_path, monkeypatch)
         return (nll * float("nan"), n) if calls["n"] >= 3 else (nll, n)
 
     monkeypatch.setattr(fit_mod, "example_loss", blows_up)
-    with pytest.raises(SynthsteerError, match="the loss became nan at step 2; lower --lr"):
+    with pytest.raises(SynthsteerError, match="fit mc: the loss became nan at step 2; lower --lr"):
         fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=5), progress=False)
     assert not (tmp_path / "p" / "prompt.safetensors").exists()
 

@@ -9,19 +9,18 @@ example's tokens and its EOS, never the prompt. Only theta has gradients and opt
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from .. import __version__
-from ..artifacts import atomic_dir, load_optimizer, lr_at, read_json, save_optimizer, write_json
 from ..data import DataSpec, load_records
 from ..encoders import encode_cached, load_encoder
-from ..errors import SynthsteerError
 from ..lm import LM, load_lm
+from ..training import LoopSettings, prepare_out, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
@@ -58,24 +57,6 @@ def example_loss(lm: LM, prefix: torch.Tensor | None, examples: list[list[int]])
     return (nll * mask.reshape(-1)).sum(), int(mask.sum())
 
 
-class _Order:
-    """Example order: a fresh seeded permutation per epoch, addressed by global sample position, so
-    resuming at any step replays exactly the same batches."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.perms = n, seed, {}
-
-    def batch(self, position: int, size: int) -> list[int]:
-        out = []
-        for q in range(position, position + size):
-            epoch = q // self.n
-            if epoch not in self.perms:
-                g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-                self.perms[epoch] = torch.randperm(self.n, generator=g).tolist()
-            out.append(self.perms[epoch][q % self.n])
-        return out
-
-
 def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
                     lm: LM | None = None) -> Path:
     """Train a soft prompt on `config.data` against the frozen `config.model`; returns the prompt dir.
@@ -87,15 +68,8 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         progress: show a progress bar with loss and tokens/s.
         lm: an already loaded LM to use instead of loading `config.model`.
     """
-    from tqdm.auto import tqdm
-
     out = Path(config.out)
-    state_dir = out / "train_state"
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to replace it")
-    if overwrite and not resume:
-        shutil.rmtree(out, ignore_errors=True)
-    if resume and (out / "prompt.safetensors").exists() and not state_dir.exists():
+    if prepare_out(out, resume=resume, overwrite=overwrite, finished_marker="prompt.safetensors"):
         return out  # finished earlier: nothing left to do
 
     spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split, limit=config.limit)
@@ -112,61 +86,23 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     prompt = SoftPrompt(pconf)
     prompt.init_from_vocab(lm.embed.weight, seed=config.seed)
     prompt.to(lm.device)
-    opt = torch.optim.AdamW(prompt.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start, history = 0, []
-    if resume and (state_dir / "state.json").exists():
-        from safetensors.torch import load_file
-
-        prompt.load_state_dict(load_file(str(state_dir / "prompt.safetensors"), device=str(lm.device)))
-        load_optimizer(opt, state_dir / "optimizer.safetensors")
-        state = read_json(state_dir / "state.json")
-        start, history = state["step"], state["history"]
-
-    order = _Order(len(records), config.seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=lm.device.type == "cuda")
     meta = {
         "lm": lm.fingerprint(), "encoder": config.encoder, "encoder_fingerprint": encoder.fingerprint,
         "data": asdict(spec), "fit": asdict(config), "synthsteer_version": __version__,
     }
 
-    def save_state(step: int) -> None:
-        with atomic_dir(state_dir) as tmp:
-            prompt.save(tmp, meta)
-            save_optimizer(opt, tmp / "optimizer.safetensors")
-            write_json(tmp / "state.json", {"step": step, "history": history})
+    def load_weights(folder: Path) -> None:
+        prompt.load_state_dict(load_file(str(folder / "prompt.safetensors"), device=str(lm.device)))
 
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"fit {config.parameterization}",
-               disable=not progress)
-    t0, tokens, loss_ema = time.time(), 0, None
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, lr=config.lr, warmup=config.warmup, total=config.steps)
-        step_nll, step_tokens = 0.0, 0
-        micro = [order.batch((step * config.grad_accum + m) * config.batch_size, config.batch_size)
-                 for m in range(config.grad_accum)]
-        n_tokens = sum(len(examples[i]) for idx in micro for i in idx)
-        for idx in micro:
-            with autocast:
-                nll, n = example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx])
-            (nll / n_tokens).backward()  # mean over every token of the step, across micro-batches
-            step_nll += nll.item()
-            step_tokens += n
-        loss = step_nll / n_tokens
-        if not torch.isfinite(torch.tensor(loss)):
-            raise SynthsteerError(f"fit: the loss became {loss} at step {step}; lower --lr "
-                                  f"(now {config.lr}) or --max-grad-norm (now {config.max_grad_norm})")
-        torch.nn.utils.clip_grad_norm_(prompt.parameters(), config.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += step_tokens + len(micro) * config.batch_size * config.prompt_length
-        loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
-        history.append(round(loss, 5))
-        bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
-        if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
-            save_state(step + 1)
-
-    meta.update(final_loss=history[-1] if history else None, loss_history=history, steps=config.steps,
-                train_tokens_per_s=tokens / max(time.time() - t0, 1e-9))
-    prompt.save(out, meta)
-    shutil.rmtree(state_dir, ignore_errors=True)
+    result = train_loop(
+        params=list(prompt.parameters()),
+        batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
+        lengths=[len(x) for x in examples],
+        settings=LoopSettings(config.steps, config.batch_size, config.grad_accum, config.lr, config.warmup,
+                              config.weight_decay, config.max_grad_norm, config.save_every, config.seed),
+        state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
+        load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
+        progress=progress, prefix_tokens=config.prompt_length)
+    prompt.save(out, {**meta, **result, "steps": config.steps})
+    shutil.rmtree(out / "train_state", ignore_errors=True)
     return out
