@@ -45,7 +45,21 @@ HELP = {
     "trust_remote_code": "Run code shipped with the model (off unless you trust it).",
     "out": "Output directory.",
     "n": "Records the run should hold (rerun with a larger n to add more).",
-    "method": "softsrv (needs --prompt) or plain (unsteered sampling from --model).",
+    "method": "softsrv (needs --prompt), steer (needs --expert or --prompt), hard (instruction, few-shot with --shots) "
+              "or plain (unsteered sampling from --model).",
+    "expert": "STEER expert: a directory from `synthsteer expert` (LoRA) or a full fine-tuned model id/path.",
+    "instruction": "Hard prompt for hard/steer; default: the task's '### Instruction: ...' template.",
+    "shots": "Seeded random training examples put in the hard prompt (few-shot).",
+    "gamma": "STEER contrastive expert guidance strength (paper default 0.2).",
+    "eta": "STEER negative prompting strength (paper default 0.6).",
+    "negatives": "K negative examples per sample, drawn from real + already generated samples.",
+    "separator": "Text between negative examples.",
+    "negative_draw": "uniform (the paper) or nearest (the K closest to the sample's context).",
+    "negative_max_tokens": "Length limit of the negative prompt (whole examples first, the last one cut).",
+    "r": "LoRA rank.",
+    "alpha": "LoRA alpha.",
+    "dropout": "LoRA dropout.",
+    "target_modules": "Modules that get LoRA adapters (peft's target_modules; all-linear by default).",
     "prompt": "Soft-prompt directory written by `synthsteer fit`.",
     "context_noise": "Gaussian noise on each context, relative to its norm (more novelty).",
     "context_mix": "Mix in up to this share of another example's context (more novelty).",
@@ -208,6 +222,19 @@ def pretrain(config: PretrainConfig, resume: bool = False):
     from .pretrain import pretrain as run_pretrain
 
     typer.echo(f"model written to {run_pretrain(config, resume=resume)}")
+
+
+from .steer.config import ExpertConfig  # noqa: E402
+
+
+@app.command()
+@_config_command(ExpertConfig, [_bool_param("resume", "Continue an interrupted run from OUT/train_state."),
+                                _bool_param("overwrite", "Replace an existing OUT.")])
+def expert(config: ExpertConfig, resume: bool = False, overwrite: bool = False):
+    """LoRA-fine-tune the base LM on the target data: STEER's domain expert."""
+    from .steer.expert import train_expert
+
+    typer.echo(f"expert written to {train_expert(config, resume=resume, overwrite=overwrite)}")
 
 
 from .demo import DemoConfig  # noqa: E402

@@ -34,10 +34,14 @@ class SamplingConfig:
 
 @dataclass
 class Prefix:
-    """What a row starts from: token ids, soft-prompt embeddings [t, d], or embeddings then ids."""
+    """What a row starts from: token ids, soft-prompt embeddings [t, d], or embeddings then ids;
+    which of the decoder's models runs it; and, for a peft model, which adapter (None = the base
+    weights), so an expert and its base share one forward."""
 
     ids: list[int] | None = None
     embeds: torch.Tensor | None = None
+    model: int = 0
+    adapter: str | None = None
 
 
 # ---------------------------------------------------------------- the sampling math (pure)
@@ -94,16 +98,20 @@ def sample_tokens(logprobs: torch.Tensor, keys: torch.Tensor, step: int, samplin
 
 
 class RowBatch:
-    """Rows decoded by one model: their KV cache, attention mask and positions."""
+    """Rows decoded by one model: their KV cache, attention mask, positions and adapters."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, adapters: list[str | None]):
         self.model = model
         self.embed = model.get_input_embeddings()
         params = inspect.signature(model.forward).parameters
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # peft's mixed-batch inference: one adapter name per row, "__base__" for the base weights
+        self.adapters = ["__base__" if a is None else a for a in adapters] if any(adapters) else None
         self.cache = None
 
     def _forward(self, **kw) -> torch.Tensor:
+        if self.adapters is not None:
+            kw["adapter_names"] = self.adapters
         out = self.model(attention_mask=self.mask, position_ids=self.positions, past_key_values=self.cache,
                          use_cache=True, **self._keep, **kw)
         self.cache = out.past_key_values
@@ -140,6 +148,8 @@ class RowBatch:
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` (retiring finished samples)."""
         self.mask, self.positions = self.mask[rows], self.positions[rows]
+        if self.adapters is not None:
+            self.adapters = [self.adapters[i] for i in rows.tolist()]
         self.cache.batch_select_indices(rows)
 
 
@@ -148,13 +158,14 @@ class RowBatch:
 Combine = Callable[[torch.Tensor], torch.Tensor]
 
 
-def decode(model: torch.nn.Module, prefixes: list[list[Prefix]], keys: list[int], sampling: SamplingConfig,
-           eos_token_ids: set[int] | int, combine: Combine | None = None,
-           on_step: Callable[[int], None] | None = None) -> list[list[int]]:
+def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[Prefix]], keys: list[int],
+           sampling: SamplingConfig, eos_token_ids: set[int] | int, combine: Combine | None = None,
+           on_step: Callable[[int], None] | None = None, trace: list | None = None) -> list[list[int]]:
     """Decode one continuation per sample.
 
     Args:
-        model: the frozen causal LM.
+        models: the frozen causal LM, or several (a branch's `Prefix.model` indexes them); each model
+            runs all of its rows in one forward per step.
         prefixes: per sample, one `Prefix` per branch (every sample has the same number of branches).
         keys: per sample, its random key (`sample_key(seed, index)`).
         sampling: temperature, top-k, top-p, max new tokens.
@@ -162,26 +173,42 @@ def decode(model: torch.nn.Module, prefixes: list[list[Prefix]], keys: list[int]
         combine: log-probs [B, branches, V] -> scores [B, V]; renormalised before sampling.
             Default: the single branch as it is.
         on_step: called with the number of samples still running after each step (progress bars).
+        trace: if a list, each step appends (sample indices still running, their scores [B, V]).
 
     Returns:
         Per sample, its generated token ids.
     """
+    models = models if isinstance(models, (list, tuple)) else [models]
     eos = {eos_token_ids} if isinstance(eos_token_ids, int) else set(eos_token_ids)
     n, nb = len(prefixes), len(prefixes[0])
     if combine is None:
         if nb != 1:
             raise ValueError("several branches per sample need a combine rule")
         combine = lambda lp: lp[:, 0]  # noqa: E731
-    rows = RowBatch(model)
-    dev = rows.embed.weight.device
+    dev = models[0].get_input_embeddings().weight.device
+    groups = []  # per model with rows: (RowBatch, sample index of each row, branch of each row)
+    for m, model in enumerate(models):
+        rows = [(i, b) for i in range(n) for b in range(nb) if prefixes[i][b].model == m]
+        if rows:
+            batch = RowBatch(model, [prefixes[i][b].adapter for i, b in rows])
+            groups.append([batch, torch.tensor([i for i, _ in rows], device=dev),
+                           torch.tensor([b for _, b in rows], device=dev), [prefixes[i][b] for i, b in rows]])
     with torch.no_grad():
-        logprobs = rows.prefill([p for sample in prefixes for p in sample])
+        lps = [g[0].prefill(g[3]) for g in groups]
         alive = torch.arange(n, device=dev)
         key_t = torch.tensor(keys, dtype=torch.int64, device=dev)
         eos_t = torch.tensor(sorted(eos), device=dev)
         out: list[list[int]] = [[] for _ in range(n)]
         for step in range(sampling.max_new_tokens):
-            scores = torch.log_softmax(combine(logprobs.view(len(alive), nb, -1)), dim=-1)
+            if len(groups) == 1:  # one model holds every row, in (sample, branch) order
+                logprobs = lps[0].view(len(alive), nb, -1)
+            else:
+                logprobs = torch.empty(len(alive), nb, lps[0].shape[-1], device=dev)
+                for (_, sample_of, branch_of, _), lp in zip(groups, lps):
+                    logprobs[sample_of, branch_of] = lp
+            scores = torch.log_softmax(combine(logprobs), dim=-1)
+            if trace is not None:
+                trace.append((alive.clone(), scores.clone()))
             tokens = sample_tokens(scores, key_t[alive], step, sampling)
             done = torch.isin(tokens, eos_t)
             for i, tok, d in zip(alive.tolist(), tokens.tolist(), done.tolist()):
@@ -193,9 +220,14 @@ def decode(model: torch.nn.Module, prefixes: list[list[Prefix]], keys: list[int]
                 keep = (~done).nonzero().squeeze(1)
                 if len(keep) == 0:
                     break
+                renumber = torch.full((len(alive),), -1, dtype=torch.long, device=dev)
+                renumber[keep] = torch.arange(len(keep), device=dev)
+                for g in groups:
+                    rows = (renumber[g[1]] >= 0).nonzero().squeeze(1)
+                    g[0].select(rows)
+                    g[1], g[2] = renumber[g[1][rows]], g[2][rows]
                 alive, tokens = alive[keep], tokens[keep]
-                rows.select((keep[:, None] * nb + torch.arange(nb, device=dev)).reshape(-1))
             if on_step:
                 on_step(len(alive))
-            logprobs = rows.step(tokens.repeat_interleave(nb))
+            lps = [g[0].step(tokens[g[1]]) for g in groups]
     return out

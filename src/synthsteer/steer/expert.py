@@ -1,0 +1,102 @@
+"""`synthsteer expert`: the domain expert of STEER as a LoRA adapter (peft) on the frozen base."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..artifacts import read_json, write_json
+from ..data import DataSpec, load_records
+from ..errors import SynthsteerError
+from ..lm import LM, check_fingerprint, load_lm
+from ..softsrv.fit import example_loss, tokenize_examples
+from ..training import LoopSettings, prepare_out, train_loop
+from .config import ExpertConfig, default_instruction
+
+META = "synthsteer_expert.json"
+
+
+def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                 lm: LM | None = None) -> Path:
+    """LoRA-fine-tune `config.model` on `config.data`; returns the adapter directory.
+
+    Args:
+        config: data, LoRA shape and training settings (see `ExpertConfig`).
+        resume: continue from `out/train_state` when an earlier run was interrupted.
+        overwrite: replace an existing expert directory instead of refusing.
+        progress: show a progress bar with loss and tokens/s.
+        lm: an already loaded base LM; it is wrapped by peft in place.
+    """
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    out = Path(config.out)
+    if prepare_out(out, resume=resume, overwrite=overwrite, finished_marker=META):
+        return out
+    spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split, limit=config.limit)
+    records = load_records(spec)
+    lm = lm or load_lm(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    fingerprint = lm.fingerprint()
+    instruction = config.instruction if config.instruction is not None else default_instruction(config.data)
+    examples = tokenize_examples(lm, [r.text for r in records], config.max_length)
+    torch.manual_seed(config.seed)
+    peft_model = get_peft_model(lm.model, LoraConfig(r=config.r, lora_alpha=config.alpha,
+                                                     lora_dropout=config.dropout,
+                                                     target_modules=config.target_modules, task_type="CAUSAL_LM"))
+    peft_model.train()  # LoRA dropout on; the base weights stay frozen
+    expert = LM(lm.name, peft_model, lm.tokenizer, lm.device)
+    prompt_ids = torch.tensor(instruction_ids(lm, instruction), device=lm.device)
+    meta = {"lm": fingerprint, "instruction": instruction, "data": asdict(spec), "expert": asdict(config),
+            "synthsteer_version": __version__}
+
+    def batch_loss(idx):
+        prefix = expert.embed(prompt_ids).unsqueeze(0).expand(len(idx), -1, -1)
+        return example_loss(expert, prefix, [examples[i] for i in idx])
+
+    def save_weights(folder: Path) -> None:
+        peft_model.save_pretrained(folder)
+        write_json(folder / META, meta)
+
+    def load_weights(folder: Path) -> None:
+        set_peft_model_state_dict(peft_model, load_file(str(folder / "adapter_model.safetensors")))
+
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    result = train_loop(
+        params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
+        settings=LoopSettings(config.steps, config.batch_size, config.grad_accum, config.lr, config.warmup,
+                              config.weight_decay, config.max_grad_norm, config.save_every, config.seed),
+        state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights, resume=resume,
+        device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt_ids))
+    peft_model.eval()
+    meta.update(result, steps=config.steps)
+    peft_model.save_pretrained(out)
+    write_json(out / META, meta)  # written last: its presence marks a finished expert
+    shutil.rmtree(out / "train_state", ignore_errors=True)
+    return out
+
+
+def instruction_ids(lm: LM, instruction: str) -> list[int]:
+    """The instruction's tokens, after the LM's BOS (or EOS, the document separator) when it has one."""
+    tok = lm.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    return [start] + tok.encode(instruction, add_special_tokens=False)
+
+
+def load_expert(path: str, base: LM):
+    """Wrap `base` with the LoRA expert at `path` (rows pick it with adapter "default"); returns the
+    peft model and the expert's metadata."""
+    from peft import PeftModel
+
+    folder = Path(path)
+    if not (folder / META).exists() or not (folder / "adapter_config.json").exists():
+        raise SynthsteerError(f"--expert {path}: not an expert directory written by `synthsteer expert`")
+    meta = read_json(folder / META)
+    check_fingerprint(meta["lm"], base.fingerprint(), f"--expert {path}")
+    model = PeftModel.from_pretrained(base.model, str(folder))
+    model.eval()
+    model.requires_grad_(False)
+    return model, meta

@@ -1,0 +1,160 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthsteer.decoder import Prefix, SamplingConfig, decode, sample_key
+from synthsteer.errors import SynthsteerError
+from synthsteer.generation import GenerateConfig, generate
+from synthsteer.runs import read_run
+from synthsteer.steer import ExpertConfig, NegativePool, negative_prompt, steer_combine, steer_score, train_expert
+
+from conftest import tiny_model
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+from steer_reference import steer_one  # noqa: E402
+
+
+def test_score_is_the_formula():
+    e, b, n = torch.log_softmax(torch.randn(3, 2, 7), -1)
+    s = steer_score(e, b, n, gamma=0.2, eta=0.6)
+    assert torch.allclose(s, 1.2 * e - 0.2 * b - 0.6 * n)
+    assert torch.equal(steer_score(e, b, n, 0.0, 0.0), e)
+    combined = steer_combine(0.5, 0.1)(torch.stack([e, b, n], dim=1))
+    assert torch.allclose(combined, 1.5 * e - 0.5 * b - 0.1 * n)
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(5)
+    m = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    return m.eval()
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_batched_cached_scores_equal_naive_recomputation(kind, batch):
+    """Lockstep decoding with KV caches gives the scores of the reference algorithm, which recomputes
+    expert and base over the whole sequence at every step (20 greedy tokens, prompts of different
+    lengths). llama: a LoRA expert sharing one forward with its base; gpt2: a full second model."""
+    gamma, eta = 0.5, 0.3
+    greedy = SamplingConfig(temperature=0, max_new_tokens=20)
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [15, 16, 17, 18]][:batch]
+    negatives = [[20 + j for j in range(4 + 3 * i)] for i in range(batch)]
+    if kind == "llama":
+        expert = _lora(tiny_model("llama", seed=0))
+        models, roles, base, peft = [expert], {"e": (0, "default"), "b": (0, None)}, None, True
+    else:
+        expert, base = tiny_model("gpt2", seed=1), tiny_model("gpt2", seed=0)
+        models, roles, peft = [expert, base], {"e": (0, None), "b": (1, None)}, False
+    prefixes = [[Prefix(ids=p, model=roles["e"][0], adapter=roles["e"][1]),
+                 Prefix(ids=p, model=roles["b"][0], adapter=roles["b"][1]),
+                 Prefix(ids=n, model=roles["e"][0], adapter=roles["e"][1])] for p, n in zip(prompts, negatives)]
+    trace = []
+    keys = list(range(batch))
+    out = decode(models, prefixes, keys, greedy, eos_token_ids=2, combine=steer_combine(gamma, eta), trace=trace)
+    for i, (p, n) in enumerate(zip(prompts, negatives)):
+        ref_tokens, ref_scores = steer_one(expert, base, p, n, gamma, eta, keys[i], greedy, {2}, peft=peft)
+        assert out[i] == ref_tokens
+        mine = [scores[(alive == i).nonzero()[0, 0]] for alive, scores in trace if (alive == i).any()]
+        assert len(mine) == len(ref_scores)
+        for a, b in zip(mine, ref_scores):
+            assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_negative_pool_draws_and_truncation(lm_dir):
+    pool = NegativePool(["a", "b", "c"], ["x", "y", "z"])
+    draw = pool.draw(2, seed=0, index=5)
+    assert draw == pool.draw(2, seed=0, index=5) and len(set(draw)) == 2
+    assert len(pool.draw(10, seed=0, index=1)) == 3
+    pool.add(["d"], ["w"])
+    assert len(pool) == 4
+    near = NegativePool(["a", "b", "c"], ["x", "y", "z"], torch.tensor([[1.0, 0], [0, 1.0], [0.7, 0.7]]))
+    assert near.draw(2, 0, 0, context=torch.tensor([1.0, 0.1])) == [0, 2]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(lm_dir)
+    ids = negative_prompt(tok, ["one two three four", "five six seven eight"], "\n\n", max_tokens=1000)
+    assert tok.decode(ids) == "one two three four\n\nfive six seven eight\n\n"
+    cut = negative_prompt(tok, ["one two three four", "five six seven eight"], "\n\n", max_tokens=len(ids) - 2)
+    assert cut == ids[: len(ids) - 2]
+
+
+@pytest.fixture(scope="module")
+def expert_dir(lm_dir, small_jsonl, tmp_path_factory):
+    out = tmp_path_factory.mktemp("expert") / "e"
+    return train_expert(ExpertConfig(data=str(small_jsonl), field="question", out=str(out), model=str(lm_dir),
+                                     r=4, alpha=8, steps=6, batch_size=4, save_every=3, device="cpu"), progress=False)
+
+
+def _gen(expert_dir, small_jsonl, out, **kw):
+    base = dict(out=str(out), method="steer", expert=str(expert_dir), data=str(small_jsonl), field="question", n=6,
+                batch_size=2, max_new_tokens=10, negatives=3, seed=4, device="cpu")
+    return generate(GenerateConfig(**{**base, **kw}), progress=False)
+
+
+def test_expert_trains_lora_only(expert_dir, lm_dir):
+    meta = json.loads((expert_dir / "synthsteer_expert.json").read_text())
+    assert meta["lm"]["name"] == str(lm_dir) and len(meta["loss_history"]) == 6
+    assert meta["instruction"].startswith("### Instruction:")
+    assert (expert_dir / "adapter_model.safetensors").exists() and not (expert_dir / "train_state").exists()
+
+
+def test_gamma_eta_zero_is_sampling_from_the_expert(expert_dir, small_jsonl, tmp_path):
+    steer = read_run(_gen(expert_dir, small_jsonl, tmp_path / "steer", gamma=0.0, eta=0.0))
+    plain = read_run(_gen(expert_dir, small_jsonl, tmp_path / "expert", method="hard"))
+    assert [r["text"] for r in steer] == [r["text"] for r in plain]
+    assert steer[0]["provenance"]["gamma"] == 0.0 and len(steer[0]["provenance"]["negative_ids"]) == 3
+
+
+def test_steer_run_reproduces_and_its_pool_grows(expert_dir, small_jsonl, tmp_path):
+    a = read_run(_gen(expert_dir, small_jsonl, tmp_path / "a", negatives=100))
+    b = read_run(_gen(expert_dir, small_jsonl, tmp_path / "b", negatives=100))
+    assert [r["text"] for r in a] == [r["text"] for r in b]
+    negs = [r["provenance"]["negative_ids"] for r in a]
+    # K larger than the pool: each sample sees the whole pool as it stood when its batch began
+    assert [len(n) for n in negs] == [12, 12, 14, 14, 16, 16]
+    assert set(negs[2]) - set(negs[0]) == {a[0]["id"], a[1]["id"]}
+    p = a[0]["provenance"]
+    assert p["method"] == "steer" and p["gamma"] == 0.2 and p["eta"] == 0.6 and p["K"] == 100
+
+
+def test_interrupted_steer_run_resumes_identically(expert_dir, small_jsonl, tmp_path, monkeypatch):
+    full = read_run(_gen(expert_dir, small_jsonl, tmp_path / "full"))
+    import synthsteer.generation as gen
+
+    real, calls = gen.decode, {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(gen, "decode", dies)
+    with pytest.raises(KeyboardInterrupt):
+        _gen(expert_dir, small_jsonl, tmp_path / "cut")
+    monkeypatch.setattr(gen, "decode", real)
+    resumed = read_run(_gen(expert_dir, small_jsonl, tmp_path / "cut"))
+    assert [(r["id"], r["text"], r["provenance"]["negative_ids"]) for r in resumed] == \
+        [(r["id"], r["text"], r["provenance"]["negative_ids"]) for r in full]
+
+
+def test_softsrv_plus_steer_and_baselines(lm_dir, small_jsonl, tmp_path):
+    from synthsteer.softsrv import FitConfig, fit_soft_prompt
+
+    prompt = fit_soft_prompt(FitConfig(data=str(small_jsonl), field="question", out=str(tmp_path / "p"),
+                                       model=str(lm_dir), encoder="lm-mean", prompt_length=3, mlp_hidden=8, steps=3,
+                                       device="cpu"), progress=False)
+    run = read_run(generate(GenerateConfig(out=str(tmp_path / "ss"), method="steer", prompt=str(prompt), n=4,
+                                           max_new_tokens=6, negative_draw="nearest", device="cpu"), progress=False))
+    assert all(r["provenance"]["source_id"] and len(r["provenance"]["negative_ids"]) == 10 for r in run)
+    few = read_run(generate(GenerateConfig(out=str(tmp_path / "few"), method="hard", model=str(lm_dir), shots=2,
+                                           data=str(small_jsonl), field="question", n=3, max_new_tokens=5, top_k=10,
+                                           device="cpu"), progress=False))
+    assert all(len(r["provenance"]["shot_ids"]) == 2 for r in few)
+    with pytest.raises(SynthsteerError, match="needs --expert DIR"):
+        generate(GenerateConfig(out=str(tmp_path / "x"), method="steer", device="cpu"), progress=False)
