@@ -98,13 +98,19 @@ def sample_tokens(logprobs: torch.Tensor, keys: torch.Tensor, step: int, samplin
 
 
 class RowBatch:
-    """Rows decoded by one model: their KV cache, attention mask, positions and adapters."""
+    """Rows decoded by one model: their KV cache, attention mask, positions and adapters.
 
-    def __init__(self, model: torch.nn.Module, adapters: list[str | None]):
-        self.model = model
+    The cache is a `StaticCache` sized for the prefix plus every new token: each step writes one
+    slot in place, where a `DynamicCache` would copy the whole cache (torch.cat) every step, which
+    dominates decoding once prefixes are long (STEER's negative prompts). The 2-D attention mask
+    spans all slots: ones for real prefix tokens and tokens written so far."""
+
+    def __init__(self, model: torch.nn.Module, adapters: list[str | None], max_new_tokens: int):
+        self.model, self.max_new_tokens = model, max_new_tokens
         self.embed = model.get_input_embeddings()
-        params = inspect.signature(model.forward).parameters
-        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # only the last position's logits are needed; a peft wrapper passes the flag through
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
         # peft's mixed-batch inference: one adapter name per row, "__base__" for the base weights
         self.adapters = ["__base__" if a is None else a for a in adapters] if any(adapters) else None
         self.cache = None
@@ -117,10 +123,8 @@ class RowBatch:
         self.cache = out.past_key_values
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
-    def prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
-        """Run the left-padded prefixes; returns next-token log-probs [R, V]."""
-        dev = self.embed.weight.device
-        dtype = self.embed.weight.dtype
+    def _embed_rows(self, prefixes: list[Prefix]) -> list[torch.Tensor]:
+        dev, dtype = self.embed.weight.device, self.embed.weight.dtype
         rows = []
         for p in prefixes:
             parts = []
@@ -129,20 +133,70 @@ class RowBatch:
             if p.ids:
                 parts.append(self.embed(torch.tensor(p.ids, device=dev)))
             rows.append(torch.cat(parts))
-        width = max(r.shape[0] for r in rows)
-        embeds = torch.zeros(len(rows), width, rows[0].shape[1], device=dev, dtype=rows[0].dtype)
-        self.mask = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
+        return rows
+
+    def _run_padded(self, rows: list[torch.Tensor], width: int, cache, cache_len: int) -> torch.Tensor:
+        """Forward left-padded rows of at most `width` tokens into `cache` (of `cache_len` slots);
+        returns the last position's log-probs."""
+        embeds = rows[0].new_zeros(len(rows), width, rows[0].shape[1])
+        mask = torch.zeros(len(rows), cache_len, dtype=torch.long, device=embeds.device)
         for i, r in enumerate(rows):
             embeds[i, width - r.shape[0]:] = r
-            self.mask[i, width - r.shape[0]:] = 1
-        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        self.cache = None
-        return self._forward(inputs_embeds=embeds)
+            mask[i, width - r.shape[0]: width] = 1
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        kw = {"adapter_names": self._adapters_of} if self.adapters is not None else {}
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, **self._keep, **kw)
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
+        """Run the left-padded prefixes; returns next-token log-probs [R, V].
+
+        Rows of very different lengths (STEER's short prompts and long negative prompts) are run in
+        length buckets, each padded only to its own longest row, and their keys and values are then
+        placed right-aligned in the shared cache: the same cache a single padded forward would give
+        (positions come from position_ids, not slots), for a fraction of the compute."""
+        from transformers import StaticCache
+
+        rows = self._embed_rows(prefixes)
+        lengths = [r.shape[0] for r in rows]
+        width = max(lengths)
+        dev = rows[0].device
+        self.mask = torch.zeros(len(rows), width + self.max_new_tokens, dtype=torch.long, device=dev)
+        for i, n in enumerate(lengths):
+            self.mask[i, width - n: width] = 1
+        self.length = width
+        self.positions = (self.mask[:, :width].cumsum(-1) - 1).clamp(min=0)[:, -1:]
+        self.cache = StaticCache(config=self.model.config, max_cache_len=width + self.max_new_tokens)
+        buckets = length_buckets(lengths)
+        if len(buckets) == 1 or not all(type(layer).__name__ == "StaticLayer" for layer in self.cache.layers):
+            self._adapters_of = self.adapters
+            return self._run_padded(rows, width, self.cache, width + self.max_new_tokens)
+        logprobs = None
+        for idx in buckets:
+            w = max(lengths[i] for i in idx)
+            part = StaticCache(config=self.model.config, max_cache_len=w)
+            self._adapters_of = None if self.adapters is None else [self.adapters[i] for i in idx]
+            lp = self._run_padded([rows[i] for i in idx], w, part, w)
+            if logprobs is None:
+                logprobs = lp.new_empty(len(rows), lp.shape[-1])
+            sel = torch.tensor(idx, device=dev)
+            logprobs[sel] = lp
+            for layer, small in zip(self.cache.layers, part.layers):
+                if not layer.is_initialized:
+                    layer.lazy_initialization(small.keys.new_zeros((len(rows), *small.keys.shape[1:])),
+                                              small.values.new_zeros((len(rows), *small.values.shape[1:])))
+                layer.keys[sel, :, width - w: width] = small.keys
+                layer.values[sel, :, width - w: width] = small.values
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(width)
+        return logprobs
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row; returns the next log-probs [R, V]."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
-        self.positions = self.positions[:, -1:] + 1
+        self.mask[:, self.length] = 1
+        self.length += 1
+        self.positions = self.positions + 1
         return self._forward(input_ids=tokens[:, None])
 
     def select(self, rows: torch.Tensor) -> None:
@@ -150,7 +204,22 @@ class RowBatch:
         self.mask, self.positions = self.mask[rows], self.positions[rows]
         if self.adapters is not None:
             self.adapters = [self.adapters[i] for i in rows.tolist()]
-        self.cache.batch_select_indices(rows)
+        for layer in self.cache.layers:
+            if layer.is_initialized:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+                layer.batch_size = len(rows)
+
+
+def length_buckets(lengths: list[int], slack: float = 1.5) -> list[list[int]]:
+    """Row indices grouped so that no row is padded to more than `slack` times its length (+16)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and lengths[i] <= slack * lengths[buckets[-1][0]] + 16:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
 
 
 # ---------------------------------------------------------------- the loop
@@ -190,7 +259,7 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
     for m, model in enumerate(models):
         rows = [(i, b) for i in range(n) for b in range(nb) if prefixes[i][b].model == m]
         if rows:
-            batch = RowBatch(model, [prefixes[i][b].adapter for i, b in rows])
+            batch = RowBatch(model, [prefixes[i][b].adapter for i, b in rows], sampling.max_new_tokens)
             groups.append([batch, torch.tensor([i for i, _ in rows], device=dev),
                            torch.tensor([b for _, b in rows], device=dev), [prefixes[i][b] for i, b in rows]])
     with torch.no_grad():
