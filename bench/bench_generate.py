@@ -3,12 +3,14 @@
 Same model (`tiny`), same batch of samples, same prompt length (a soft prompt of t embeddings for
 synthsteer, a hard prompt of t token ids for HF), the same number of new tokens for every sample
 (EOS disabled so both do identical work), multinomial sampling at temperature 1.
-Prints samples/s and new tokens/s, best of --repeats.
+The cases run interleaved, round after round (the machine's speed drifts), and each reports the
+median of --repeats rounds. Prints samples/s and new tokens/s.
 Usage: python bench/bench_generate.py [--n 64] [--new 48] [--t 16]
 """
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -17,21 +19,12 @@ from synthsteer import Prefix, SamplingConfig, decode, load_lm
 from synthsteer.decoder import sample_key
 
 
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--new", type=int, default=48)
     ap.add_argument("--t", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -69,15 +62,21 @@ def main():
         "HF generate, inputs_embeds": hf(inputs_embeds=soft, attention_mask=mask),
     }
     print(f"model {args.model} on {dev}, torch threads {torch.get_num_threads()}: {args.n} samples x "
-          f"{args.new} new tokens after a {args.t}-token prompt, best of {args.repeats}")
+          f"{args.new} new tokens after a {args.t}-token prompt, median of {args.repeats} interleaved rounds")
+    times = {name: [] for name in cases}
     with torch.no_grad():
-        for name, fn in cases.items():
+        for fn in cases.values():
             fn()  # warm-up
-            s = best_of(fn, args.repeats)
-            results[name] = {"seconds": round(s, 3), "samples_per_s": round(args.n / s, 1),
-                             "tokens_per_s": round(args.n * args.new / s)}
-            print(f"{name:34s} {s:7.3f}s  {args.n / s:8.1f} samples/s  {args.n * args.new / s:9,.0f} tokens/s",
-                  flush=True)
+        for _ in range(args.repeats):
+            for name, fn in cases.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        s = statistics.median(ts)
+        results[name] = {"seconds": round(s, 3), "samples_per_s": round(args.n / s, 1),
+                         "tokens_per_s": round(args.n * args.new / s)}
+        print(f"{name:34s} {s:7.3f}s  {args.n / s:8.1f} samples/s  {args.n * args.new / s:9,.0f} tokens/s")
     print(json.dumps(results))
 
 

@@ -7,14 +7,15 @@ from conftest import tiny_model
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "qwen2", "gemma"])
-def test_greedy_matches_hf_generate_with_inputs_embeds(kind):
+@pytest.mark.parametrize("length", [5, 70])  # short prefixes use a DynamicCache, long ones a StaticCache
+def test_greedy_matches_hf_generate_with_inputs_embeds(kind, length):
     model = tiny_model(kind)
     d = model.get_input_embeddings().weight.shape[1]
     torch.manual_seed(1)
-    embeds = torch.randn(3, 5, d) * model.get_input_embeddings().weight.std()
+    embeds = torch.randn(3, length, d) * model.get_input_embeddings().weight.std()
     greedy = SamplingConfig(temperature=0, max_new_tokens=20)
     ours = decode(model, [[Prefix(embeds=e)] for e in embeds], [0, 1, 2], greedy, eos_token_ids=2)
-    ref = model.generate(inputs_embeds=embeds, attention_mask=torch.ones(3, 5, dtype=torch.long),
+    ref = model.generate(inputs_embeds=embeds, attention_mask=torch.ones(3, length, dtype=torch.long),
                          max_new_tokens=20, do_sample=False, eos_token_id=2, pad_token_id=0)
     for row, mine in zip(ref.tolist(), ours):
         expected = []

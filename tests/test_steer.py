@@ -36,14 +36,15 @@ def _lora(model):
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_batched_cached_scores_equal_naive_recomputation(kind, batch):
+@pytest.mark.parametrize("neg_len", [4, 70])  # long negatives: static cache, length-bucketed prefill
+def test_batched_cached_scores_equal_naive_recomputation(kind, batch, neg_len):
     """Lockstep decoding with KV caches gives the scores of the reference algorithm, which recomputes
     expert and base over the whole sequence at every step (20 greedy tokens, prompts of different
     lengths). llama: a LoRA expert sharing one forward with its base; gpt2: a full second model."""
     gamma, eta = 0.5, 0.3
     greedy = SamplingConfig(temperature=0, max_new_tokens=20)
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [15, 16, 17, 18]][:batch]
-    negatives = [[20 + j for j in range(4 + 3 * i)] for i in range(batch)]
+    negatives = [[20 + (j % 60) for j in range(neg_len + 3 * i)] for i in range(batch)]
     if kind == "llama":
         expert = _lora(tiny_model("llama", seed=0))
         models, roles, base, peft = [expert], {"e": (0, "default"), "b": (0, None)}, None, True
@@ -158,3 +159,27 @@ def test_softsrv_plus_steer_and_baselines(lm_dir, small_jsonl, tmp_path):
     assert all(len(r["provenance"]["shot_ids"]) == 2 for r in few)
     with pytest.raises(SynthsteerError, match="needs --expert DIR"):
         generate(GenerateConfig(out=str(tmp_path / "x"), method="steer", device="cpu"), progress=False)
+
+
+def test_cli_expert_and_steer_with_a_full_expert(lm_dir, small_jsonl, tmp_path):
+    from synthsteer.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["expert", "--data", str(small_jsonl), "--field", "question", "--model", str(lm_dir), "--r", "2",
+              "--alpha", "4", "--steps", "2", "--batch-size", "3", "--out", str(tmp_path / "e"), "--device", "cpu"])
+    assert e.value.code == 0 and (tmp_path / "e" / "adapter_config.json").exists()
+    with pytest.raises(SystemExit) as e:  # a finished expert is not retrained
+        main(["expert", "--data", str(small_jsonl), "--field", "question", "--model", str(lm_dir), "--out",
+              str(tmp_path / "e"), "--device", "cpu"])
+    assert e.value.code == 2
+    # a full fine-tuned model as the expert: expert and negative rows on it, base rows on the base LM
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--method", "steer", "--expert", str(lm_dir), "--model", str(lm_dir), "--data",
+              str(small_jsonl), "--field", "question", "--gamma", "0.4", "--eta", "0.2", "--negatives", "2",
+              "--n", "3", "--max-new-tokens", "5", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert e.value.code == 0
+    recs = read_run(tmp_path / "run")
+    assert [(r["provenance"]["gamma"], r["provenance"]["eta"], len(r["provenance"]["negative_ids"])) for r in recs] \
+        == [(0.4, 0.2, 2)] * 3
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["settings"]["expert"]["kind"] == "full" and manifest["settings"]["negatives"] == 2

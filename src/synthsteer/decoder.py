@@ -100,10 +100,13 @@ def sample_tokens(logprobs: torch.Tensor, keys: torch.Tensor, step: int, samplin
 class RowBatch:
     """Rows decoded by one model: their KV cache, attention mask, positions and adapters.
 
-    The cache is a `StaticCache` sized for the prefix plus every new token: each step writes one
-    slot in place, where a `DynamicCache` would copy the whole cache (torch.cat) every step, which
-    dominates decoding once prefixes are long (STEER's negative prompts). The 2-D attention mask
-    spans all slots: ones for real prefix tokens and tokens written so far."""
+    Long prefixes (STEER's negative prompts) get a `StaticCache` sized for the prefix plus every new
+    token: each step writes one slot in place, where a `DynamicCache` copies the whole cache
+    (torch.cat) every step, which then dominates decoding. Short prefixes keep the `DynamicCache`,
+    which attends only over what is there and is faster for them. The 2-D attention mask spans all
+    slots: ones for real prefix tokens and tokens written so far."""
+
+    STATIC_FROM = 64  # prefix width from which the static cache pays off (bench/bench_steer.py)
 
     def __init__(self, model: torch.nn.Module, adapters: list[str | None], max_new_tokens: int):
         self.model, self.max_new_tokens = model, max_new_tokens
@@ -118,7 +121,8 @@ class RowBatch:
     def _forward(self, **kw) -> torch.Tensor:
         if self.adapters is not None:
             kw["adapter_names"] = self.adapters
-        out = self.model(attention_mask=self.mask, position_ids=self.positions, past_key_values=self.cache,
+        mask = self.mask if self.static else self.mask[:, : self.length]
+        out = self.model(attention_mask=mask, position_ids=self.positions, past_key_values=self.cache,
                          use_cache=True, **self._keep, **kw)
         self.cache = out.past_key_values
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -156,7 +160,7 @@ class RowBatch:
         length buckets, each padded only to its own longest row, and their keys and values are then
         placed right-aligned in the shared cache: the same cache a single padded forward would give
         (positions come from position_ids, not slots), for a fraction of the compute."""
-        from transformers import StaticCache
+        from transformers import DynamicCache, StaticCache
 
         rows = self._embed_rows(prefixes)
         lengths = [r.shape[0] for r in rows]
@@ -167,6 +171,11 @@ class RowBatch:
             self.mask[i, width - n: width] = 1
         self.length = width
         self.positions = (self.mask[:, :width].cumsum(-1) - 1).clamp(min=0)[:, -1:]
+        self.static = width >= self.STATIC_FROM
+        if not self.static:
+            self.cache = DynamicCache(config=self.model.config)
+            self._adapters_of = self.adapters
+            return self._run_padded(rows, width, self.cache, width)
         self.cache = StaticCache(config=self.model.config, max_cache_len=width + self.max_new_tokens)
         buckets = length_buckets(lengths)
         if len(buckets) == 1 or not all(type(layer).__name__ == "StaticLayer" for layer in self.cache.layers):
@@ -204,6 +213,9 @@ class RowBatch:
         self.mask, self.positions = self.mask[rows], self.positions[rows]
         if self.adapters is not None:
             self.adapters = [self.adapters[i] for i in rows.tolist()]
+        if not self.static:
+            self.cache.batch_select_indices(rows)
+            return
         for layer in self.cache.layers:
             if layer.is_initialized:
                 layer.keys, layer.values = layer.keys[rows], layer.values[rows]
