@@ -29,6 +29,8 @@ from .encoders import encode_cached, load_encoder
 from .errors import SynthsteerError
 from .lm import LM, check_fingerprint, load_lm
 from .runs import RunDir
+from .steer.config import default_instruction
+from .steer.expert import instruction_ids
 
 METHODS = ("softsrv", "plain", "hard", "steer")
 DRAWS = ("uniform", "nearest")
@@ -194,9 +196,8 @@ class Hard(Method):
     """Zero- or few-shot hard prompt, sampled from the base LM or from the expert."""
 
     def __init__(self, config: GenerateConfig, lm: LM | None):
-        from .steer.config import default_instruction
-        from .steer.expert import instruction_ids
-
+        if config.label_field:
+            raise SynthsteerError("--label-field needs a contextual method (softsrv)")
         self.config = config
         meta = None
         if config.expert:
@@ -213,12 +214,10 @@ class Hard(Method):
             self.spec, self.records = _training_records(config, meta.get("data") if meta else None)
         source = config.data or (meta["data"]["source"] if meta and meta.get("data") else None)
         self.instruction = config.instruction or (meta or {}).get("instruction") or default_instruction(source)
-        self.instruction_ids = instruction_ids
-        if config.label_field:
-            raise SynthsteerError("--label-field needs a contextual method (softsrv)")
 
     def settings(self):
         return {"instruction": self.instruction, "shots": self.config.shots,
+                "data": asdict(self.spec) if self.records else None,
                 "expert": None if not self.expert_meta else {"kind": self.expert_meta["kind"],
                                                              "sha256": self.expert_meta.get("sha256"),
                                                              "fingerprint": self.expert_meta.get("fingerprint")}}
@@ -231,7 +230,7 @@ class Hard(Method):
                 g = torch.Generator().manual_seed(sample_key(self.config.seed + 3, i))
                 shots = torch.randperm(len(self.records), generator=g)[: self.config.shots].tolist()
             text = few_shot_prompt(self.instruction, [self.records[j].text for j in shots])
-            out.append([Prefix(ids=self.instruction_ids(self.lm, text), adapter=self.adapter)])
+            out.append([Prefix(ids=instruction_ids(self.lm, text), adapter=self.adapter)])
             prov.append({"shot_ids": [self.records[j].id for j in shots]} if shots else {})
         return out, prov
 
@@ -310,6 +309,8 @@ class Steer(Method):
             else:
                 self.models = [self.hard.models[0], self.lm.model]
                 self.roles = {"expert": (0, None), "base": (1, None)}
+            if not self.hard.records:
+                raise SynthsteerError("--method steer needs the training examples for its negative pool: pass --data")
             self.spec, self.records = self.hard.spec, self.hard.records
         elif config.prompt:
             self.soft = SoftSRV(config, lm)
@@ -319,8 +320,6 @@ class Steer(Method):
         else:
             raise SynthsteerError("--method steer needs --expert DIR (a LoRA or full fine-tuned expert) "
                                   "or --prompt DIR (a soft prompt: SoftSRV + STEER)")
-        if not self.records:
-            raise SynthsteerError("--method steer needs the training examples: pass --data")
         embeddings = None
         if config.negative_draw == "nearest":
             self.encoder = self.soft.encoder if self.soft else load_encoder("minilm", device=self.lm.device)

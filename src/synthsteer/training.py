@@ -21,6 +21,17 @@ from .artifacts import atomic_dir, load_optimizer, lr_at, read_json, save_optimi
 from .errors import SynthsteerError
 
 
+def check_positive(config, names: tuple[str, ...]) -> None:
+    """Refuse counts below 1 and a learning rate that is not a positive number, naming the flag."""
+    import math
+
+    for name in names:
+        if getattr(config, name) < 1:
+            raise SynthsteerError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise SynthsteerError(f"--lr must be a positive number, got {config.lr}")
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     steps: int

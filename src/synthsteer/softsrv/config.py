@@ -61,17 +61,12 @@ class FitConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
-        import math
-
         from ..errors import SynthsteerError
+        from ..training import check_positive
 
         if self.parameterization not in PARAMETERIZATIONS:
             raise SynthsteerError(f"--parameterization {self.parameterization}: use one of {', '.join(PARAMETERIZATIONS)}")
-        for name in ("prompt_length", "num_bases", "mlp_hidden", "mlp_layers", "max_length", "steps", "batch_size",
-                     "grad_accum", "save_every"):
-            if getattr(self, name) < 1:
-                raise SynthsteerError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise SynthsteerError(f"--lr must be a positive number, got {self.lr}")
+        check_positive(self, ("prompt_length", "num_bases", "mlp_hidden", "mlp_layers", "max_length", "steps",
+                              "batch_size", "grad_accum", "save_every"))
         if self.max_length < 2:
             raise SynthsteerError("--max-length must be at least 2 (one token and EOS)")

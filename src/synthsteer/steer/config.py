@@ -57,14 +57,9 @@ class ExpertConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
-        import math
-
         from ..errors import SynthsteerError
+        from ..training import check_positive
 
-        for name in ("r", "alpha", "max_length", "steps", "batch_size", "grad_accum", "save_every"):
-            if getattr(self, name) < 1:
-                raise SynthsteerError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise SynthsteerError(f"--lr must be a positive number, got {self.lr}")
+        check_positive(self, ("r", "alpha", "max_length", "steps", "batch_size", "grad_accum", "save_every"))
         if not 0 <= self.dropout < 1:
             raise SynthsteerError(f"--dropout must be in [0, 1), got {self.dropout}")
