@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from synthsteer.decoder import Prefix, SamplingConfig, decode, sample_key
+from synthsteer.decoder import Prefix, SamplingConfig, decode
 from synthsteer.errors import SynthsteerError
 from synthsteer.generation import GenerateConfig, generate
 from synthsteer.runs import read_run

@@ -63,7 +63,8 @@ HELP = {
     "prompt": "Soft-prompt directory written by `synthsteer fit`.",
     "context_noise": "Gaussian noise on each context, relative to its norm (more novelty).",
     "context_mix": "Mix in up to this share of another example's context (more novelty).",
-    "label_field": "Label column: adds train-on-synthetic/test-on-real classification (eval), or copies the source example's label into each record (generate).",
+    "label_field": "Label column: eval adds train-on-synthetic/test-on-real classification; generate copies "
+                   "the source example's label into each record.",
     "temperature": "Sampling temperature; 0 is greedy.",
     "top_k": "Keep the k most likely tokens (0: off).",
     "top_p": "Nucleus sampling mass (1: off).",

@@ -12,7 +12,6 @@ documents; the output directory loads with `AutoModelForCausalLM.from_pretrained
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 import time
