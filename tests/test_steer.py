@@ -183,3 +183,30 @@ def test_cli_expert_and_steer_with_a_full_expert(lm_dir, small_jsonl, tmp_path):
         == [(0.4, 0.2, 2)] * 3
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["settings"]["expert"]["kind"] == "full" and manifest["settings"]["negatives"] == 2
+
+
+def test_expert_resume_equals_uninterrupted(lm_dir, small_jsonl, tmp_path, monkeypatch):
+    import synthsteer.steer.expert as expert_mod
+
+    def cfg(out):
+        return ExpertConfig(data=str(small_jsonl), field="question", out=str(out), model=str(lm_dir), r=2, alpha=4,
+                            dropout=0.0, steps=6, batch_size=3, save_every=2, device="cpu")
+
+    full = train_expert(cfg(tmp_path / "full"), progress=False)
+    real, calls = expert_mod.example_loss, {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(expert_mod, "example_loss", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_expert(cfg(tmp_path / "cut"), progress=False)
+    monkeypatch.setattr(expert_mod, "example_loss", real)
+    assert json.loads((tmp_path / "cut" / "train_state" / "state.json").read_text())["step"] == 4
+    resumed = train_expert(cfg(tmp_path / "cut"), resume=True, progress=False)
+    a = json.loads((full / "synthsteer_expert.json").read_text())["loss_history"]
+    b = json.loads((resumed / "synthsteer_expert.json").read_text())["loss_history"]
+    assert a == pytest.approx(b, abs=1e-4)
