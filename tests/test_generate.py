@@ -108,7 +108,7 @@ def test_plain_and_cli_generate(lm_dir, prompt_dir, tmp_path, capsys):
     cfg.write_text("colour: blue\n")
     with pytest.raises(SystemExit) as e:
         main(["generate", "--config", str(cfg)])
-    assert e.value.code == 2
+    assert e.value.code == 2 and "gen.yaml: unknown setting 'colour'" in capsys.readouterr().err
 
 
 def test_label_field_copies_the_source_label(lm_dir, tmp_path):

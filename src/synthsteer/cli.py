@@ -101,19 +101,19 @@ def _load_yaml_defaults(ctx: typer.Context, param, value: Optional[Path]):
     try:
         data = yaml.safe_load(Path(value).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise typer.BadParameter(f"{value}: no such file") from None
+        raise SynthsteerError(f"--config {value}: no such file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{value}:{mark.line + 1}" if mark else str(value)
-        raise typer.BadParameter(f"{where}: malformed YAML") from None
+        raise SynthsteerError(f"--config {where}: malformed YAML") from None
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{value}: expected a mapping of flag names to values")
-    known = {p.name for p in ctx.command.params}
+        raise SynthsteerError(f"--config {value}: expected a mapping of flag names to values")
+    known = {p.name for p in ctx.command.params} - {"config_file"}
     defaults = {}
     for key, v in data.items():
         name = str(key).replace("-", "_")
-        if name not in known or name == "config":
-            raise typer.BadParameter(f"{value}: unknown setting {key!r}")
+        if name not in known:
+            raise SynthsteerError(f"--config {value}: unknown setting {key!r}")
         defaults[name] = v
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
