@@ -33,6 +33,42 @@ def check_positive(config, names: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """What every training command shares: the data, the frozen LM, and the loop's settings.
+    `FitConfig` and `ExpertConfig` extend it (and override defaults)."""
+
+    data: str = "builtin:gsm8k"
+    out: str = "runs/out"
+    field: str | None = None
+    template: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    model: str = "tiny"
+    max_length: int = 128
+    steps: int = 300
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-3
+    warmup: int = 30
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def loop_settings(self) -> "LoopSettings":
+        return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup, self.weight_decay,
+                            self.max_grad_norm, self.save_every, self.seed)
+
+    def data_spec(self):
+        from .data import DataSpec
+
+        return DataSpec(self.data, field=self.field, template=self.template, split=self.split, limit=self.limit)
+
+
+@dataclass(frozen=True)
 class LoopSettings:
     steps: int
     batch_size: int

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..training import TrainConfig
+
 PARAMETERIZATIONS = ("nsp", "mp", "mc")
 
 
@@ -30,35 +32,16 @@ class SoftPromptConfig:
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(TrainConfig):
     """Everything `synthsteer fit` / `fit_soft_prompt` needs; the CLI flags map one to one."""
 
-    data: str = "builtin:gsm8k"
     out: str = "runs/prompt"
-    field: str | None = None
-    template: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    model: str = "tiny"
     encoder: str = "minilm"
     parameterization: str = "mc"
     prompt_length: int = 16
     num_bases: int = 2
     mlp_hidden: int = 128
     mlp_layers: int = 2
-    max_length: int = 128
-    steps: int = 300
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 3e-3
-    warmup: int = 30
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    save_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
 
     def __post_init__(self):
         from ..errors import SynthsteerError

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .. import __version__
-from ..data import DataSpec, load_records
+from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM, load_lm
-from ..training import LoopSettings, prepare_out, train_loop
+from ..training import prepare_out, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
@@ -72,7 +72,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     if prepare_out(out, resume=resume, overwrite=overwrite, finished_marker="prompt.safetensors"):
         return out  # finished earlier: nothing left to do
 
-    spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split, limit=config.limit)
+    spec = config.data_spec()
     records = load_records(spec)
     lm = lm or load_lm(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     encoder = load_encoder(config.encoder, lm=lm, device=lm.device)
@@ -98,8 +98,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         params=list(prompt.parameters()),
         batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
         lengths=[len(x) for x in examples],
-        settings=LoopSettings(config.steps, config.batch_size, config.grad_accum, config.lr, config.warmup,
-                              config.weight_decay, config.max_grad_norm, config.save_every, config.seed),
+        settings=config.loop_settings(),
         state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
         load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
         progress=progress, prefix_tokens=config.prompt_length)

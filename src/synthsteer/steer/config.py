@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..training import TrainConfig
+
 # The paper's prompt template ("### Instruction: ...\n ### Comment:"), one per bundled task.
 INSTRUCTIONS = {
     "gsm8k": "### Instruction: Generate a grade-school math word problem.\n ### Problem:",
@@ -22,7 +24,7 @@ def default_instruction(source: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class ExpertConfig:
+class ExpertConfig(TrainConfig):
     """`synthsteer expert`: LoRA fine-tuning of the base LM on the target data, giving the expert.
 
     The expert learns `instruction + example + EOS` with the loss on the example and EOS, so that
@@ -30,31 +32,15 @@ class ExpertConfig:
     the paper used r 64, alpha 16, dropout 0.1, lr 2e-4, batch 16, 512 tokens, ~1000 steps.
     """
 
-    data: str = "builtin:gsm8k"
     out: str = "runs/expert"
-    field: str | None = None
-    template: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    model: str = "tiny"
+    steps: int = 200
+    lr: float = 1e-3
+    warmup: int = 20
     instruction: str | None = None
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: str = "all-linear"
-    max_length: int = 128
-    steps: int = 200
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    warmup: int = 20
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    save_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
 
     def __post_init__(self):
         from ..errors import SynthsteerError

@@ -10,11 +10,11 @@ import torch
 
 from .. import __version__
 from ..artifacts import read_json, write_json
-from ..data import DataSpec, load_records
+from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint, load_lm
 from ..softsrv.fit import example_loss, tokenize_examples
-from ..training import LoopSettings, prepare_out, train_loop
+from ..training import prepare_out, train_loop
 from .config import ExpertConfig, default_instruction
 
 META = "synthsteer_expert.json"
@@ -37,7 +37,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     out = Path(config.out)
     if prepare_out(out, resume=resume, overwrite=overwrite, finished_marker=META):
         return out
-    spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split, limit=config.limit)
+    spec = config.data_spec()
     records = load_records(spec)
     lm = lm or load_lm(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     fingerprint = lm.fingerprint()
@@ -67,8 +67,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     result = train_loop(
         params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
-        settings=LoopSettings(config.steps, config.batch_size, config.grad_accum, config.lr, config.warmup,
-                              config.weight_decay, config.max_grad_norm, config.save_every, config.seed),
+        settings=config.loop_settings(),
         state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights, resume=resume,
         device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt_ids))
     peft_model.eval()
