@@ -28,6 +28,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_fit.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generate.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_eval.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_steer.py
 
 clean:
 	rm -rf $(VENV) runs
