@@ -118,13 +118,12 @@ class RowBatch:
         self.adapters = ["__base__" if a is None else a for a in adapters] if any(adapters) else None
         self.cache = None
 
-    def _forward(self, **kw) -> torch.Tensor:
-        if self.adapters is not None:
-            kw["adapter_names"] = self.adapters
-        mask = self.mask if self.static else self.mask[:, : self.length]
-        out = self.model(attention_mask=mask, position_ids=self.positions, past_key_values=self.cache,
-                         use_cache=True, **self._keep, **kw)
-        self.cache = out.past_key_values
+    def _call(self, cache, mask, positions, adapters: list[str] | None, **kw) -> torch.Tensor:
+        """One forward into `cache`; the last position's log-probs [R, V]."""
+        if adapters is not None:
+            kw["adapter_names"] = adapters
+        out = self.model(attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                         **self._keep, **kw)
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
     def _embed_rows(self, prefixes: list[Prefix]) -> list[torch.Tensor]:
@@ -139,7 +138,8 @@ class RowBatch:
             rows.append(torch.cat(parts))
         return rows
 
-    def _run_padded(self, rows: list[torch.Tensor], width: int, cache, cache_len: int) -> torch.Tensor:
+    def _run_padded(self, rows: list[torch.Tensor], width: int, cache, cache_len: int,
+                    adapters: list[str] | None) -> torch.Tensor:
         """Forward left-padded rows of at most `width` tokens into `cache` (of `cache_len` slots);
         returns the last position's log-probs."""
         embeds = rows[0].new_zeros(len(rows), width, rows[0].shape[1])
@@ -148,10 +148,7 @@ class RowBatch:
             embeds[i, width - r.shape[0]:] = r
             mask[i, width - r.shape[0]: width] = 1
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
-        kw = {"adapter_names": self._adapters_of} if self.adapters is not None else {}
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, **self._keep, **kw)
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        return self._call(cache, mask, positions, adapters, inputs_embeds=embeds)
 
     def prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
         """Run the left-padded prefixes; returns next-token log-probs [R, V].
@@ -174,19 +171,17 @@ class RowBatch:
         self.static = width >= self.STATIC_FROM
         if not self.static:
             self.cache = DynamicCache(config=self.model.config)
-            self._adapters_of = self.adapters
-            return self._run_padded(rows, width, self.cache, width)
+            return self._run_padded(rows, width, self.cache, width, self.adapters)
         self.cache = StaticCache(config=self.model.config, max_cache_len=width + self.max_new_tokens)
         buckets = length_buckets(lengths)
         if len(buckets) == 1 or not all(type(layer).__name__ == "StaticLayer" for layer in self.cache.layers):
-            self._adapters_of = self.adapters
-            return self._run_padded(rows, width, self.cache, width + self.max_new_tokens)
+            return self._run_padded(rows, width, self.cache, width + self.max_new_tokens, self.adapters)
         logprobs = None
         for idx in buckets:
             w = max(lengths[i] for i in idx)
             part = StaticCache(config=self.model.config, max_cache_len=w)
-            self._adapters_of = None if self.adapters is None else [self.adapters[i] for i in idx]
-            lp = self._run_padded([rows[i] for i in idx], w, part, w)
+            adapters = None if self.adapters is None else [self.adapters[i] for i in idx]
+            lp = self._run_padded([rows[i] for i in idx], w, part, w, adapters)
             if logprobs is None:
                 logprobs = lp.new_empty(len(rows), lp.shape[-1])
             sel = torch.tensor(idx, device=dev)
@@ -206,7 +201,8 @@ class RowBatch:
         self.mask[:, self.length] = 1
         self.length += 1
         self.positions = self.positions + 1
-        return self._forward(input_ids=tokens[:, None])
+        mask = self.mask if self.static else self.mask[:, : self.length]
+        return self._call(self.cache, mask, self.positions, self.adapters, input_ids=tokens[:, None])
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` (retiring finished samples)."""
