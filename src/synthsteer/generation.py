@@ -26,9 +26,9 @@ from .artifacts import sha256_file
 from .data import DataSpec, Record, load_records
 from .decoder import Prefix, SamplingConfig, decode, sample_key
 from .encoders import encode_cached, load_encoder
-from .errors import SynthsteerError
+from .errors import SynthsteerError, require_at_least_one
 from .lm import LM, check_fingerprint, load_lm
-from .runs import RunDir
+from .runs import RunDir, read_run
 from .steer.config import default_instruction
 from .steer.expert import instruction_ids
 
@@ -96,9 +96,7 @@ class GenerateConfig:
             raise SynthsteerError(f"--method {self.method}: use one of {', '.join(METHODS)}")
         if self.negative_draw not in DRAWS:
             raise SynthsteerError(f"--negative-draw {self.negative_draw}: use one of {', '.join(DRAWS)}")
-        for name in ("n", "batch_size", "max_new_tokens", "negative_max_tokens"):
-            if getattr(self, name) < 1:
-                raise SynthsteerError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(self, ("n", "batch_size", "max_new_tokens", "negative_max_tokens"))
         for name in ("gamma", "eta", "shots", "negatives", "context_noise", "context_mix", "temperature"):
             if getattr(self, name) < 0:
                 raise SynthsteerError(f"--{name.replace('_', '-')} must not be negative")
@@ -383,8 +381,6 @@ def build_method(config: GenerateConfig, lm: LM | None) -> Method:
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
     from tqdm.auto import tqdm
-
-    from .runs import read_run
 
     method = build_method(config, lm)
     lm = method.lm

@@ -18,18 +18,7 @@ from pathlib import Path
 import torch
 
 from .artifacts import atomic_dir, load_optimizer, lr_at, read_json, save_optimizer, write_json
-from .errors import SynthsteerError
-
-
-def check_positive(config, names: tuple[str, ...]) -> None:
-    """Refuse counts below 1 and a learning rate that is not a positive number, naming the flag."""
-    import math
-
-    for name in names:
-        if getattr(config, name) < 1:
-            raise SynthsteerError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise SynthsteerError(f"--lr must be a positive number, got {config.lr}")
+from .errors import SynthsteerError, require_at_least_one
 
 
 @dataclass(frozen=True)
@@ -57,6 +46,13 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+
+    def __post_init__(self):
+        import math
+
+        require_at_least_one(self, ("max_length", "steps", "batch_size", "grad_accum", "save_every"))
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise SynthsteerError(f"--lr must be a positive number, got {self.lr}")
 
     def loop_settings(self) -> "LoopSettings":
         return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup, self.weight_decay,

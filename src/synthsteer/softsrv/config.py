@@ -44,12 +44,11 @@ class FitConfig(TrainConfig):
     mlp_layers: int = 2
 
     def __post_init__(self):
-        from ..errors import SynthsteerError
-        from ..training import check_positive
+        from ..errors import SynthsteerError, require_at_least_one
 
         if self.parameterization not in PARAMETERIZATIONS:
             raise SynthsteerError(f"--parameterization {self.parameterization}: use one of {', '.join(PARAMETERIZATIONS)}")
-        check_positive(self, ("prompt_length", "num_bases", "mlp_hidden", "mlp_layers", "max_length", "steps",
-                              "batch_size", "grad_accum", "save_every"))
+        super().__post_init__()
+        require_at_least_one(self, ("prompt_length", "num_bases", "mlp_hidden", "mlp_layers"))
         if self.max_length < 2:
             raise SynthsteerError("--max-length must be at least 2 (one token and EOS)")

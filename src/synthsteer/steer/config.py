@@ -43,9 +43,9 @@ class ExpertConfig(TrainConfig):
     target_modules: str = "all-linear"
 
     def __post_init__(self):
-        from ..errors import SynthsteerError
-        from ..training import check_positive
+        from ..errors import SynthsteerError, require_at_least_one
 
-        check_positive(self, ("r", "alpha", "max_length", "steps", "batch_size", "grad_accum", "save_every"))
+        super().__post_init__()
+        require_at_least_one(self, ("r", "alpha"))
         if not 0 <= self.dropout < 1:
             raise SynthsteerError(f"--dropout must be in [0, 1), got {self.dropout}")
