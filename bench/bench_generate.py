@@ -1,11 +1,11 @@
 """Generation speed: synthsteer's lockstep decoder against Hugging Face `generate`.
 
-Same model (`tiny`), same batch of samples, same prompt length (a soft prompt of t embeddings for
+Same model (`--model`, default `tiny`; `smollm2` for a real 135M LM), same batch of samples, same prompt length (a soft prompt of t embeddings for
 synthsteer, a hard prompt of t token ids for HF), the same number of new tokens for every sample
 (EOS disabled so both do identical work), multinomial sampling at temperature 1.
 The cases run interleaved, round after round (the machine's speed drifts), and each reports the
 median of --repeats rounds. Prints samples/s and new tokens/s.
-Usage: python bench/bench_generate.py [--n 64] [--new 48] [--t 16]
+Usage: python bench/bench_generate.py [--model tiny|smollm2] [--dtype auto|bfloat16] [--n 64] [--new 48] [--t 16]
 """
 
 import argparse
@@ -27,8 +27,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
     args = ap.parse_args()
-    lm = load_lm(args.model, device=args.device)
+    lm = load_lm(args.model, device=args.device, dtype=args.dtype)
     model, dev = lm.model, lm.device
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(2, lm.embed.weight.shape[0], (args.n, args.t), generator=g).to(dev)
@@ -61,7 +62,7 @@ def main():
         "HF generate, hard prompt": hf(input_ids=ids, attention_mask=mask),
         "HF generate, inputs_embeds": hf(inputs_embeds=soft, attention_mask=mask),
     }
-    print(f"model {args.model} on {dev}, torch threads {torch.get_num_threads()}: {args.n} samples x "
+    print(f"model {args.model} ({lm.model.dtype}) on {dev}, torch threads {torch.get_num_threads()}: {args.n} samples x "
           f"{args.new} new tokens after a {args.t}-token prompt, median of {args.repeats} interleaved rounds")
     times = {name: [] for name in cases}
     with torch.no_grad():

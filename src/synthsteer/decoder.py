@@ -13,11 +13,12 @@ rerun, a resume or another batch size draws the same random numbers.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .lm import keeps_logits
 
 _MASK32 = 0xFFFFFFFF
 
@@ -111,9 +112,8 @@ class RowBatch:
     def __init__(self, model: torch.nn.Module, adapters: list[str | None], max_new_tokens: int):
         self.model, self.max_new_tokens = model, max_new_tokens
         self.embed = model.get_input_embeddings()
-        # only the last position's logits are needed; a peft wrapper passes the flag through
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+        # only the last position's logits are needed
+        self._keep = {"logits_to_keep": 1} if keeps_logits(model) else {}
         # peft's mixed-batch inference: one adapter name per row, "__base__" for the base weights
         self.adapters = ["__base__" if a is None else a for a in adapters] if any(adapters) else None
         self.cache = None

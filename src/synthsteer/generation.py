@@ -28,9 +28,9 @@ from .decoder import Prefix, SamplingConfig, decode, sample_key
 from .encoders import encode_cached, load_encoder
 from .errors import SynthsteerError, require_at_least_one
 from .lm import LM, check_fingerprint, load_lm
+from .prompts import (CHAT_TEMPLATE_MODES, chat_template_id, default_instruction, few_shot_prompt, prompt_ids,
+                      stop_token_ids, uses_chat_template)
 from .runs import RunDir, read_run
-from .steer.config import default_instruction
-from .steer.expert import instruction_ids
 
 METHODS = ("softsrv", "plain", "hard", "steer")
 DRAWS = ("uniform", "nearest")
@@ -49,8 +49,10 @@ class GenerateConfig:
     context_noise: std of Gaussian noise added to each unit-norm context, relative to its norm.
     context_mix: up to this share of another random example's context is mixed in.
     label_field: copy this field of the example whose context seeded a sample into its record.
-    instruction: the hard prompt (hard, steer with an expert); default: the task's template.
+    instruction: the hard prompt (hard, steer with an expert); default: the task's instruction.
     shots: training examples put in the hard prompt (few-shot).
+    chat_template: auto wraps hard prompts in the tokenizer's chat template (a user turn, the
+        assistant's turn opened) when it has one; none never does.
     gamma, eta: STEER's contrastive and negative strengths; negatives: K per sample.
     separator: between negative examples; negative_draw: uniform or nearest;
     negative_max_tokens: the negative prompt's length limit.
@@ -71,6 +73,7 @@ class GenerateConfig:
     label_field: str | None = None
     instruction: str | None = None
     shots: int = 0
+    chat_template: str = "auto"
     gamma: float = 0.2
     eta: float = 0.6
     negatives: int = 10
@@ -94,6 +97,8 @@ class GenerateConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise SynthsteerError(f"--method {self.method}: use one of {', '.join(METHODS)}")
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
+            raise SynthsteerError(f"--chat-template {self.chat_template}: use one of {', '.join(CHAT_TEMPLATE_MODES)}")
         if self.negative_draw not in DRAWS:
             raise SynthsteerError(f"--negative-draw {self.negative_draw}: use one of {', '.join(DRAWS)}")
         require_at_least_one(self, ("n", "batch_size", "max_new_tokens", "negative_max_tokens"))
@@ -116,14 +121,6 @@ def perturb_context(z: torch.Tensor, contexts: torch.Tensor, key: int, noise: fl
         eps = torch.randn(z.shape, generator=g).to(z.device, z.dtype)
         z = z + noise * z.norm() * eps / z.shape[-1] ** 0.5
     return torch.nn.functional.normalize(z, dim=-1), info
-
-
-def few_shot_prompt(instruction: str, examples: list[str]) -> str:
-    """The instruction with examples under its answer marker: "### Instruction: ...\\n ### Problem:"
-    becomes "... ### Problem: ex1\\n ### Problem: ex2\\n ### Problem:"."""
-    head, marker = instruction.rsplit("\n", 1) if "\n" in instruction else ("", instruction)
-    shots = "".join(f"\n{marker} {ex}" for ex in examples)
-    return f"{head}{shots}\n{marker}" if head else f"{shots.lstrip()}\n{marker}" if examples else marker
 
 
 class Method:
@@ -210,11 +207,15 @@ class Hard(Method):
         self.records: list[Record] = []
         if config.shots or config.data or (meta and meta.get("data")):
             self.spec, self.records = _training_records(config, meta.get("data") if meta else None)
+        self.chat = uses_chat_template(self.lm.tokenizer, config.chat_template)
+        if meta and "chat_template" in meta and config.chat_template == "auto":
+            self.chat = meta["chat_template"] is not None  # answer the turn the expert was trained on
         source = config.data or (meta["data"]["source"] if meta and meta.get("data") else None)
-        self.instruction = config.instruction or (meta or {}).get("instruction") or default_instruction(source)
+        self.instruction = config.instruction or (meta or {}).get("instruction") or default_instruction(source, self.chat)
 
     def settings(self):
         return {"instruction": self.instruction, "shots": self.config.shots,
+                "chat_template": chat_template_id(self.lm.tokenizer, self.chat),
                 "data": asdict(self.spec) if self.records else None,
                 "expert": None if not self.expert_meta else {"kind": self.expert_meta["kind"],
                                                              "sha256": self.expert_meta.get("sha256"),
@@ -227,8 +228,8 @@ class Hard(Method):
             if self.config.shots:
                 g = torch.Generator().manual_seed(sample_key(self.config.seed + 3, i))
                 shots = torch.randperm(len(self.records), generator=g)[: self.config.shots].tolist()
-            text = few_shot_prompt(self.instruction, [self.records[j].text for j in shots])
-            out.append([Prefix(ids=instruction_ids(self.lm, text), adapter=self.adapter)])
+            text = few_shot_prompt(self.instruction, [self.records[j].text for j in shots], self.chat)
+            out.append([Prefix(ids=prompt_ids(self.lm.tokenizer, text, self.chat), adapter=self.adapter)])
             prov.append({"shot_ids": [self.records[j].id for j in shots]} if shots else {})
         return out, prov
 
@@ -390,9 +391,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
                                              "config": asdict(config)})
     if run.ids:  # a resumed run: what was written before joins the negative pool, in index order
         method.written(read_run(run.path))
-    eos = {lm.eos_token_id}
-    gen_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
-    eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+    eos = stop_token_ids(lm.tokenizer, lm.model)
 
     def rid(i: int) -> str:
         return f"{run.hash[:8]}-{i:07d}"

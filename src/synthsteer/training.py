@@ -1,10 +1,13 @@
-"""The training loop shared by `fit` (soft prompts) and `expert` (LoRA adapters).
+"""The training loop shared by `fit` (soft prompts) and `expert` (LoRA adapters), and its loss.
+
+    loss = -(1/N) sum_i sum_j log p_LM( x_i[j] | prefix_i, x_i[<j] )
 
 AdamW on the trainable parameters only, linear warmup + cosine decay, gradient accumulation with
-the loss averaged over every token of a step, gradient clipping, bf16 autocast on CUDA, a NaN/inf
-guard, atomic checkpoints and exact resume: the example order is a seeded permutation per epoch
-addressed by global sample position and the learning rate a pure function of the step, so a
-resumed run replays exactly the batches an uninterrupted one would.
+the loss averaged over every token of a step, gradient clipping, bf16 autocast where the hardware has it, a NaN/inf
+guard, atomic checkpoints and exact resume: the batches are a seeded function of the epoch and the
+learning rate a pure function of the step, so a resumed run replays exactly the batches an
+uninterrupted one would. Batches hold examples of similar length (little padding), and only
+positions that predict an example token reach the LM head.
 """
 
 from __future__ import annotations
@@ -16,9 +19,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .artifacts import atomic_dir, load_optimizer, lr_at, read_json, save_optimizer, write_json
 from .errors import SynthsteerError, require_at_least_one
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training's forward and backward, None for plain float32.
+
+    `auto` takes bf16 where the hardware computes it natively: CUDA with bf16, and CPUs with
+    AVX512-BF16 or AMX, where it halves a fit step of a 135M LM (bench/bench_fit.py). Elsewhere
+    bf16 is emulated and slower, so auto stays float32. Trainable weights stay float32 either way."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return torch.bfloat16 if device.type == "cpu" and native else None
 
 
 @dataclass(frozen=True)
@@ -45,18 +69,21 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
+    precision: str = "auto"
     trust_remote_code: bool = False
 
     def __post_init__(self):
         import math
 
+        if self.precision not in PRECISIONS:
+            raise SynthsteerError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}")
         require_at_least_one(self, ("max_length", "steps", "batch_size", "grad_accum", "save_every"))
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise SynthsteerError(f"--lr must be a positive number, got {self.lr}")
 
     def loop_settings(self) -> "LoopSettings":
         return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup, self.weight_decay,
-                            self.max_grad_norm, self.save_every, self.seed)
+                            self.max_grad_norm, self.save_every, self.seed, self.precision)
 
     def data_spec(self):
         from .data import DataSpec
@@ -75,23 +102,78 @@ class LoopSettings:
     max_grad_norm: float
     save_every: int
     seed: int
+    precision: str = "auto"
 
 
 class ExampleOrder:
-    """A fresh seeded permutation of the examples per epoch, addressed by global sample position."""
+    """Batches of examples of similar length, a seeded function of the epoch, addressed by global
+    batch number.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.perms = n, seed, {}
+    Each epoch shuffles the examples, sorts each window of `window` batches' worth by length, cuts
+    it into batches and shuffles their order: every example once per epoch, batches in random
+    order, and little padding (GSM8K training questions in SmolLM2 tokens, batch 8: 4% of
+    positions are padding instead of 36% for plain shuffled batches)."""
 
-    def batch(self, position: int, size: int) -> list[int]:
-        out = []
-        for q in range(position, position + size):
-            epoch = q // self.n
-            if epoch not in self.perms:
-                g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-                self.perms[epoch] = torch.randperm(self.n, generator=g).tolist()
-            out.append(self.perms[epoch][q % self.n])
-        return out
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 16):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.per_epoch = -(-len(lengths) // batch_size)
+        self.epochs: dict[int, list[list[int]]] = {}
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        span, batches = self.batch_size * self.window, []
+        for w in range(0, len(perm), span):
+            chunk = sorted(perm[w: w + span], key=lambda i: self.lengths[i])
+            cut = [chunk[b: b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+            batches += [cut[k] for k in torch.randperm(len(cut), generator=g).tolist()]
+        return batches
+
+    def batch(self, number: int) -> list[int]:
+        epoch, k = divmod(number, self.per_epoch)
+        if epoch not in self.epochs:
+            self.epochs = {epoch: self._epoch(epoch)}  # one epoch at a time is all a run reads
+        return self.epochs[epoch][k]
+
+
+def tokenize_examples(lm, texts: list[str], max_length: int) -> list[list[int]]:
+    """Each example's tokens, cut to `max_length - 1`, with EOS appended so the LM learns where an
+    example ends. No BOS: the prompt (soft or hard) takes its place."""
+    ids = lm.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [x[: max_length - 1] + [lm.eos_token_id] for x in ids]
+
+
+def example_loss(lm, prefix: torch.Tensor | None, examples: list[list[int]]) -> tuple[torch.Tensor, int]:
+    """Summed NLL of `examples` after `prefix` ([B, t, d] embeddings; None = a single EOS token, the
+    unprompted baseline), and the number of tokens it covers.
+
+    Examples are right-padded after the prefix. Position t-1+j predicts example token j, so only
+    the last `width + 1` positions go through the LM head (`logits_to_keep`): on a 49k-token
+    vocabulary the head costs as much as several layers, and prefix positions need none."""
+    from .lm import keeps_logits
+
+    dev = lm.device
+    batch = len(examples)
+    width = max(len(x) for x in examples)
+    ids = torch.full((batch, width), lm.tokenizer.pad_token_id, dtype=torch.long, device=dev)
+    mask = torch.zeros((batch, width), dtype=torch.long, device=dev)
+    for i, x in enumerate(examples):
+        ids[i, : len(x)] = torch.tensor(x, device=dev)
+        mask[i, : len(x)] = 1
+    tok_emb = lm.embed(ids)
+    if prefix is None:
+        prefix = lm.embed(torch.full((batch, 1), lm.eos_token_id, device=dev))
+    prefix = prefix.to(tok_emb.dtype)
+    t = prefix.shape[1]
+    embeds = torch.cat([prefix, tok_emb], dim=1)
+    attn = torch.cat([torch.ones((batch, t), dtype=torch.long, device=dev), mask], dim=1)
+    keep = {"logits_to_keep": width + 1} if keeps_logits(lm.model) else {}
+    logits = lm.model(inputs_embeds=embeds, attention_mask=attn, **keep).logits
+    pred = logits[:, -(width + 1): -1]
+    targets = mask.reshape(-1).bool()
+    # the loss only on real tokens: cross-entropy over padding positions would be wasted work
+    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1])[targets].float(), ids.reshape(-1)[targets], reduction="sum")
+    return nll, int(targets.sum())
 
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool, finished_marker: str) -> bool:
@@ -130,14 +212,15 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         state = read_json(state_dir / "state.json")
         start, history = state["step"], state["history"]
 
-    order = ExampleOrder(len(lengths), s.seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    order = ExampleOrder(lengths, s.batch_size, s.seed)
+    amp = autocast_dtype(s.precision, device)
+    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     bar = tqdm(range(start, s.steps), initial=start, total=s.steps, desc=desc, disable=not progress)
     t0, tokens, loss_ema = time.time(), 0, None
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=s.lr, warmup=s.warmup, total=s.steps)
-        micro = [order.batch((step * s.grad_accum + m) * s.batch_size, s.batch_size) for m in range(s.grad_accum)]
+        micro = [order.batch(step * s.grad_accum + m) for m in range(s.grad_accum)]
         n_tokens = sum(lengths[i] for idx in micro for i in idx)
         step_nll = 0.0
         for idx in micro:

