@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
     if marker.exists() and read_json(marker).get("sha256") == sha:
         return out, source
     if progress:
-        print(f"converting {path.name} into {out} (once; later loads reuse it)", flush=True)
+        print(f"converting {path.name} into {out} (once; later loads reuse it)", file=sys.stderr, flush=True)
     kwargs = {"gguf_file": path.name}
     try:  # transformers >= 5.x can keep GGUF blocks packed; ask for a plain dense model
         from transformers import GgufConfig
