@@ -1,0 +1,27 @@
+"""Records written before a refactor of the generation path are written again, byte for byte.
+
+tests/data/golden holds a small soft prompt, a LoRA expert and one run per method on the bundled
+`tiny`, made by tools/make_golden.py with the code before the architecture refactor (issue 8).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from synthsteer import GenerateConfig, generate
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+from make_golden import runs  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["plain", "hard", "softsrv", "steer", "softsrv-steer"])
+def test_golden_run_is_reproduced_byte_for_byte(name, tmp_path):
+    config = runs(GOLDEN / "prompt", GOLDEN / "expert")[name]
+    out = generate(GenerateConfig(**{**config.__dict__, "out": str(tmp_path / name)}), progress=False)
+    golden = GOLDEN / "runs" / name
+    assert (out / "records-00000.jsonl").read_bytes() == (golden / "records-00000.jsonl").read_bytes()
+    assert json.loads((out / "manifest.json").read_text())["settings"] == \
+        json.loads((golden / "manifest.json").read_text())["settings"]
