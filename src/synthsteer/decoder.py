@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from .lm import keeps_logits
+from .randomness import MASK32, mix32, sample_key  # noqa: F401  (sample_key: the decoder's key, re-exported)
 
-_MASK32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -48,26 +48,11 @@ class Prefix:
 # ---------------------------------------------------------------- the sampling math (pure)
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (lowbias32) on int64 tensors: the same bits on every device."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
-
-
-def sample_key(seed: int, index: int) -> int:
-    """The random key of sample `index` in a run seeded with `seed`."""
-    return int(_mix32(_mix32(torch.tensor(seed)) ^ torch.tensor(index & _MASK32)))
-
-
 def uniform_noise(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
     """U(0,1) noise [R, V] determined by (key, step, token id) alone."""
     tok = torch.arange(vocab, device=keys.device, dtype=torch.int64)
-    h = _mix32(_mix32(keys.to(torch.int64)[:, None] ^ (step * 0x9E3779B1 & _MASK32)) ^ tok[None, :])
-    h = _mix32(h + tok[None, :])
+    h = mix32(mix32(keys.to(torch.int64)[:, None] ^ (step * 0x9E3779B1 & MASK32)) ^ tok[None, :])
+    h = mix32(h + tok[None, :])
     return ((h >> 8).to(torch.float64) + 0.5) / float(1 << 24)
 
 

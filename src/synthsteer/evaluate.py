@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .data import DataSpec, load_records
 from .encoders import encode_cached, load_encoder
 from .errors import SynthsteerError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .artifacts import read_json
 from .data import DataSpec, load_records
 from .errors import SynthsteerError

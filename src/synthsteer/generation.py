@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .artifacts import sha256_file
 from .data import DataSpec, Record, load_records
-from .decoder import Prefix, SamplingConfig, decode, sample_key
+from .decoder import Prefix, SamplingConfig, decode
+from .randomness import Stream, generator, sample_key, stream_key
 from .encoders import encode_cached, load_encoder
 from .errors import SynthsteerError, require_at_least_one
 from .lm import LM, check_fingerprint, load_lm
@@ -226,7 +227,7 @@ class Hard(Method):
         for i in indices:
             shots = []
             if self.config.shots:
-                g = torch.Generator().manual_seed(sample_key(self.config.seed + 3, i))
+                g = generator(self.config.seed, Stream.SHOTS, i)
                 shots = torch.randperm(len(self.records), generator=g)[: self.config.shots].tolist()
             text = few_shot_prompt(self.instruction, [self.records[j].text for j in shots], self.chat)
             out.append([Prefix(ids=prompt_ids(self.lm.tokenizer, text, self.chat), adapter=self.adapter)])
@@ -267,7 +268,7 @@ class SoftSRV(Method):
         rows, prov = [], []
         for i in indices:
             src = i % len(self.records)
-            zi, info = perturb_context(self.contexts[src], self.contexts, sample_key(c.seed + 1, i),
+            zi, info = perturb_context(self.contexts[src], self.contexts, stream_key(c.seed, Stream.CONTEXT, i),
                                        c.context_noise, c.context_mix)
             if "mix_index" in info:
                 info["mix_id"] = self.records[info.pop("mix_index")].id

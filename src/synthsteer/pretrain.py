@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import atomic_dir, load_optimizer, lr_at, read_json, save_optimizer, sha256_file, write_json
+from .artifacts import atomic_dir, read_json, sha256_file, write_json
+from .training import load_optimizer, lr_at, save_optimizer
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
 

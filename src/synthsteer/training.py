@@ -12,6 +12,7 @@ positions that predict an example token reach the LM head.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_dir, load_optimizer, lr_at, read_json, save_optimizer, write_json
+from .artifacts import atomic_dir, read_json, write_json
 from .errors import SynthsteerError, require_at_least_one
 
 
@@ -73,8 +75,6 @@ class TrainConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
-        import math
-
         if self.precision not in PRECISIONS:
             raise SynthsteerError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}")
         require_at_least_one(self, ("max_length", "steps", "batch_size", "grad_accum", "save_every"))
@@ -174,6 +174,39 @@ def example_loss(lm, prefix: torch.Tensor | None, examples: list[list[int]]) -> 
     # the loss only on real tokens: cross-entropy over padding positions would be wasted work
     nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1])[targets].float(), ids.reshape(-1)[targets], reduction="sum")
     return nll, int(targets.sum())
+
+
+# ---------------------------------------------------------------- schedule and optimizer state
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """An optimizer's state as safetensors (tensors) + JSON (hyperparameters), instead of a pickle."""
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{idx}.{key}"] = t.detach().cpu().contiguous()
+    save_file(tensors, str(path))
+    write_json(Path(str(path) + ".json"), {"param_groups": sd["param_groups"]})
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(str(path))
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = t
+    groups = read_json(Path(str(path) + ".json"))["param_groups"]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def lr_at(step: int, *, lr: float, warmup: int, total: int, final_ratio: float = 0.1) -> float:
+    """Linear warmup, then cosine decay to `final_ratio * lr` at `total` steps."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool, finished_marker: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .. import __version__
+from .._version import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM, load_lm

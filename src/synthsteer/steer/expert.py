@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..artifacts import read_json, write_json
 from ..data import load_records
 from ..errors import SynthsteerError

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..decoder import sample_key
+from ..randomness import Stream, generator
 
 
 class NegativePool:
@@ -36,7 +36,7 @@ class NegativePool:
         """Pool positions of sample `index`'s K negatives."""
         k = min(k, len(self))
         if context is None:
-            g = torch.Generator().manual_seed(sample_key(seed + 2, index))
+            g = generator(seed, Stream.NEGATIVES, index)
             return torch.randperm(len(self), generator=g)[:k].tolist()
         sims = self.embeddings @ torch.nn.functional.normalize(context.float().to(self.embeddings.device), dim=-1)
         return torch.topk(sims, k).indices.tolist()

@@ -1,0 +1,53 @@
+"""Named random streams: every random choice of a run derives from (seed, stream, record index).
+
+    SAMPLING   the decoder's per-token noise (its key also hashes the step and the token)
+    CONTEXT    SoftSRV's context noise and mixing partner
+    NEGATIVES  STEER's draw of K negatives
+    SHOTS      the few-shot examples of a hard prompt
+
+Within a run no two streams share a key. A stream's key is `sample_key(seed + stream, index)`, the
+derivation the first runs were written with (kept so that their records reproduce): stream s of
+seed n therefore coincides with stream 0 of seed n + s, a correlation between *different* runs only.
+
+The hash is lowbias32 on int64 tensors, so every device computes the same bits.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+
+
+class Stream(IntEnum):
+    SAMPLING = 0
+    CONTEXT = 1
+    NEGATIVES = 2
+    SHOTS = 3
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32) on int64 tensors: the same bits on every device."""
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & MASK32
+    return x ^ (x >> 16)
+
+
+def sample_key(seed: int, index: int) -> int:
+    """The random key of record `index` in a run seeded with `seed` (the sampling stream)."""
+    return int(mix32(mix32(torch.tensor(seed)) ^ torch.tensor(index & MASK32)))
+
+
+def stream_key(seed: int, stream: Stream, index: int) -> int:
+    """The key of record `index` in `stream`."""
+    return sample_key(seed + int(stream), index)
+
+
+def generator(seed: int, stream: Stream, index: int) -> torch.Generator:
+    """A CPU generator for record `index`'s draws in `stream`."""
+    return torch.Generator().manual_seed(stream_key(seed, stream, index))
