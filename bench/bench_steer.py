@@ -20,8 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from steer_reference import steer_one  # noqa: E402
 
-from synthsteer.decoder import SamplingConfig, decode, sample_key  # noqa: E402
-from synthsteer.generation import GenerateConfig, build_method  # noqa: E402
+from synthsteer.decoder import SamplingConfig, sample_key  # noqa: E402
+from synthsteer.engine import TransformersEngine  # noqa: E402
+from synthsteer.generation import GenerateConfig  # noqa: E402
+from synthsteer.methods import build_method  # noqa: E402
 from synthsteer.lm import load_lm  # noqa: E402
 from synthsteer.steer import ExpertConfig, train_expert  # noqa: E402
 
@@ -46,11 +48,12 @@ def main():
                       max_new_tokens=args.new, negatives=args.k, top_k=10, device="cpu", out=f"{tmp}/unused")
         steer = build_method(GenerateConfig(method="steer", **common), lm)
         hard = build_method(GenerateConfig(method="hard", **common), lm)
-        steer_prefixes, _ = steer.prefixes(list(range(args.n)))
-        hard_prefixes, _ = hard.prefixes(list(range(args.n)))
-        neg_len = sum(len(p[2].ids) for p in steer_prefixes) / args.n
+        steer_requests, _ = steer.requests(list(range(args.n)), keys)
+        hard_requests, _ = hard.requests(list(range(args.n)), keys)
+        neg_len = sum(len(r.branches["negative"].ids) for r in steer_requests) / args.n
         print(f"tiny on cpu, torch threads {torch.get_num_threads()}: {args.n} samples x {args.new} tokens, K={args.k} "
-              f"(negative prompt {neg_len:.0f} tokens on average), prompt {len(hard_prefixes[0][0].ids)} tokens")
+              f"(negative prompt {neg_len:.0f} tokens on average), prompt {len(hard_requests[0].branches['main'].ids)} "
+              "tokens")
 
         def timed(fn):
             fn()  # warm-up
@@ -59,13 +62,13 @@ def main():
             return time.perf_counter() - t0
 
         results = {}
-        t = timed(lambda: decode(hard.models, hard_prefixes, keys, sampling, no_eos))
+        t = timed(lambda: TransformersEngine(hard.models).run(hard_requests, hard.step(), sampling, no_eos))
         results["plain sampling (expert, batched)"] = args.n * args.new / t
-        t = timed(lambda: decode(steer.models, steer_prefixes, keys, sampling, no_eos, combine=steer.combine))
+        t = timed(lambda: TransformersEngine(steer.models).run(steer_requests, steer.step(), sampling, no_eos))
         results["STEER, synthsteer (batched, cached)"] = args.n * args.new / t
         m = args.naive_samples
-        t = timed(lambda: [steer_one(steer.models[0], None, p[0].ids, p[2].ids, 0.2, 0.6, k, sampling, no_eos,
-                                     peft=True) for p, k in zip(steer_prefixes[:m], keys[:m])])
+        t = timed(lambda: [steer_one(steer.models[0], None, r.branches["expert"].ids, r.branches["negative"].ids, 0.2,
+                                     0.6, r.key, sampling, no_eos, peft=True) for r in steer_requests[:m]])
         results["STEER, reference (one at a time, no cache)"] = m * args.new / t
         for name, tps in results.items():
             print(f"{name:44s} {tps:9,.0f} tokens/s", flush=True)

@@ -49,9 +49,9 @@ def test_softsrv_run_records_and_provenance(prompt_dir, small_jsonl, tmp_path):
 
 def test_interrupted_generate_resumes_to_identical_records(prompt_dir, tmp_path, monkeypatch):
     full = generate(_config(prompt_dir, tmp_path / "full"), progress=False)
-    import synthsteer.generation as gen
+    import synthsteer.engine as eng
 
-    real, calls = gen.decode, {"n": 0}
+    real, calls = eng.decode_full, {"n": 0}
 
     def dies_on_third_batch(*a, **k):
         calls["n"] += 1
@@ -59,7 +59,7 @@ def test_interrupted_generate_resumes_to_identical_records(prompt_dir, tmp_path,
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(gen, "decode", dies_on_third_batch)
+    monkeypatch.setattr(eng, "decode_full", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         generate(_config(prompt_dir, tmp_path / "cut"), progress=False)
     assert len(read_run(tmp_path / "cut")) == 8
@@ -67,7 +67,7 @@ def test_interrupted_generate_resumes_to_identical_records(prompt_dir, tmp_path,
     shard = tmp_path / "cut" / "records-00000.jsonl"
     with open(shard, "a") as f:
         f.write('{"id": "torn", "te')
-    monkeypatch.setattr(gen, "decode", real)
+    monkeypatch.setattr(eng, "decode_full", real)
     resumed = generate(_config(prompt_dir, tmp_path / "cut"), progress=False)
     assert _texts(resumed) == _texts(full)
     # running again adds nothing; asking for more adds only the missing ones

@@ -125,9 +125,9 @@ def test_steer_run_reproduces_and_its_pool_grows(expert_dir, small_jsonl, tmp_pa
 
 def test_interrupted_steer_run_resumes_identically(expert_dir, small_jsonl, tmp_path, monkeypatch):
     full = read_run(_gen(expert_dir, small_jsonl, tmp_path / "full"))
-    import synthsteer.generation as gen
+    import synthsteer.engine as eng
 
-    real, calls = gen.decode, {"n": 0}
+    real, calls = eng.decode_full, {"n": 0}
 
     def dies(*a, **k):
         calls["n"] += 1
@@ -135,10 +135,10 @@ def test_interrupted_steer_run_resumes_identically(expert_dir, small_jsonl, tmp_
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(gen, "decode", dies)
+    monkeypatch.setattr(eng, "decode_full", dies)
     with pytest.raises(KeyboardInterrupt):
         _gen(expert_dir, small_jsonl, tmp_path / "cut")
-    monkeypatch.setattr(gen, "decode", real)
+    monkeypatch.setattr(eng, "decode_full", real)
     resumed = read_run(_gen(expert_dir, small_jsonl, tmp_path / "cut"))
     assert [(r["id"], r["text"], r["provenance"]["negative_ids"]) for r in resumed] == \
         [(r["id"], r["text"], r["provenance"]["negative_ids"]) for r in full]

@@ -217,12 +217,32 @@ def length_buckets(lengths: list[int], slack: float = 1.5) -> list[list[int]]:
 
 # ---------------------------------------------------------------- the loop
 
-Combine = Callable[[torch.Tensor], torch.Tensor]
+# log-probs [B, branches, V] of the samples still running -> scores [B, V]; `step` and `samples` (the
+# running samples' indices in the batch) let a rule vary over time or per sample
+Combine = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Decoded:
+    """One sample's continuation: its tokens (stop token excluded), why it ended ("eos": a stop
+    token; "length": max_new_tokens), and the summed log-probability of its tokens under the
+    combined, renormalised scores (before temperature and filtering)."""
+
+    tokens: list[int]
+    finish: str
+    logprob: float
 
 
 def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[Prefix]], keys: list[int],
            sampling: SamplingConfig, eos_token_ids: set[int] | int, combine: Combine | None = None,
            on_step: Callable[[int], None] | None = None, trace: list | None = None) -> list[list[int]]:
+    """Decode one continuation per sample; returns the token ids only (see `decode_full`)."""
+    return [d.tokens for d in decode_full(models, prefixes, keys, sampling, eos_token_ids, combine, on_step, trace)]
+
+
+def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[Prefix]], keys: list[int],
+                sampling: SamplingConfig, eos_token_ids: set[int] | int, combine: Combine | None = None,
+                on_step: Callable[[int], None] | None = None, trace: list | None = None) -> list[Decoded]:
     """Decode one continuation per sample.
 
     Args:
@@ -232,13 +252,13 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
         keys: per sample, its random key (`sample_key(seed, index)`).
         sampling: temperature, top-k, top-p, max new tokens.
         eos_token_ids: ids that end a sample (not included in its output).
-        combine: log-probs [B, branches, V] -> scores [B, V]; renormalised before sampling.
-            Default: the single branch as it is.
+        combine: log-probs [B, branches, V] (and keywords `step`, `samples`) -> scores [B, V];
+            renormalised before sampling. Default: the single branch as it is.
         on_step: called with the number of samples still running after each step (progress bars).
         trace: if a list, each step appends (sample indices still running, their scores [B, V]).
 
     Returns:
-        Per sample, its generated token ids.
+        Per sample, its `Decoded` continuation.
     """
     models = models if isinstance(models, (list, tuple)) else [models]
     eos = {eos_token_ids} if isinstance(eos_token_ids, int) else set(eos_token_ids)
@@ -246,7 +266,7 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
     if combine is None:
         if nb != 1:
             raise ValueError("several branches per sample need a combine rule")
-        combine = lambda lp: lp[:, 0]  # noqa: E731
+        combine = lambda lp, **_: lp[:, 0]  # noqa: E731
     dev = models[0].get_input_embeddings().weight.device
     groups = []  # per model with rows: (RowBatch, sample index of each row, branch of each row)
     for m, model in enumerate(models):
@@ -261,6 +281,7 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
         key_t = torch.tensor(keys, dtype=torch.int64, device=dev)
         eos_t = torch.tensor(sorted(eos), device=dev)
         out: list[list[int]] = [[] for _ in range(n)]
+        logprob = [0.0] * n
         for step in range(sampling.max_new_tokens):
             if len(groups) == 1:  # one model holds every row, in (sample, branch) order
                 logprobs = lps[0].view(len(alive), nb, -1)
@@ -268,14 +289,16 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
                 logprobs = torch.empty(len(alive), nb, lps[0].shape[-1], device=dev)
                 for (_, sample_of, branch_of, _), lp in zip(groups, lps):
                     logprobs[sample_of, branch_of] = lp
-            scores = torch.log_softmax(combine(logprobs), dim=-1)
+            scores = torch.log_softmax(combine(logprobs, step=step, samples=alive), dim=-1)
             if trace is not None:
                 trace.append((alive.clone(), scores.clone()))
             tokens = sample_tokens(scores, key_t[alive], step, sampling)
             done = torch.isin(tokens, eos_t)
-            for i, tok, d in zip(alive.tolist(), tokens.tolist(), done.tolist()):
+            chosen = scores.gather(1, tokens[:, None]).squeeze(1).double()
+            for i, tok, d, lp in zip(alive.tolist(), tokens.tolist(), done.tolist(), chosen.tolist()):
                 if not d:
                     out[i].append(tok)
+                    logprob[i] += lp
             if step + 1 == sampling.max_new_tokens:
                 break
             if done.any():
@@ -292,4 +315,5 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
             if on_step:
                 on_step(len(alive))
             lps = [g[0].step(tokens[g[1]]) for g in groups]
-    return out
+    return [Decoded(toks, "length" if len(toks) == sampling.max_new_tokens else "eos", lp)
+            for toks, lp in zip(out, logprob)]

@@ -7,7 +7,8 @@ then renormalised and sampled. gamma = eta = 0 is sampling from the expert.
 
 import torch
 
-EXPERT, BASE, NEGATIVE = 0, 1, 2  # branch order of every STEER sample
+BRANCHES = ("expert", "base", "negative")  # the named branches of every STEER sample, in this order
+EXPERT, BASE, NEGATIVE = range(len(BRANCHES))
 
 
 def steer_score(expert: torch.Tensor, base: torch.Tensor, negative: torch.Tensor, gamma: float, eta: float) -> torch.Tensor:
@@ -18,7 +19,7 @@ def steer_score(expert: torch.Tensor, base: torch.Tensor, negative: torch.Tensor
 def steer_combine(gamma: float, eta: float):
     """The decoder's combine rule: log-probs [B, 3, V] in (expert, base, negative) order -> scores."""
 
-    def combine(logprobs: torch.Tensor) -> torch.Tensor:
+    def combine(logprobs: torch.Tensor, **_) -> torch.Tensor:
         return steer_score(logprobs[:, EXPERT], logprobs[:, BASE], logprobs[:, NEGATIVE], gamma, eta)
 
     return combine

@@ -1,0 +1,105 @@
+"""`--method softsrv`: sample from the frozen LM fed a trained soft prompt P(z) as inputs_embeds.
+
+Record i's context z is training example i mod n's (so every example seeds samples), optionally
+made more novel (mixed with another example's, jittered by noise) with randomness from
+(seed, CONTEXT stream, i) alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..artifacts import sha256_file
+from ..decoder import Prefix
+from ..encoders import encode_cached, load_encoder
+from ..engine import Request
+from ..errors import SynthsteerError
+from ..methods import Method, register
+from ..randomness import Stream, stream_key
+
+
+def perturb_context(z: torch.Tensor, contexts: torch.Tensor, key: int, noise: float, mix: float) -> tuple[torch.Tensor, dict]:
+    """A context made more novel: mixed with a random other example's (share up to `mix`) and
+    jittered by Gaussian noise (std `noise` times its norm), then renormalised."""
+    g = torch.Generator().manual_seed(key)
+    info = {}
+    if mix > 0:
+        j = int(torch.randint(0, len(contexts), (1,), generator=g))
+        lam = float(torch.rand(1, generator=g)) * mix
+        z = (1 - lam) * z + lam * contexts[j]
+        info.update(mix_index=j, mix_weight=round(lam, 4))
+    if noise > 0:
+        eps = torch.randn(z.shape, generator=g).to(z.device, z.dtype)
+        z = z + noise * z.norm() * eps / z.shape[-1] ** 0.5
+    return torch.nn.functional.normalize(z, dim=-1), info
+
+
+class SoftPromptBranch:
+    """Soft-prompt prefixes for records: what `softsrv` samples from, and what SoftSRV + STEER
+    uses as its expert branch."""
+
+    def __init__(self, config, parts):
+        self.config, self.prompt, self.records = config, parts.prompt, parts.records
+        self.device = parts.lm.device
+        if config.label_field and config.label_field not in self.records[0].meta:
+            raise SynthsteerError(f"--label-field {config.label_field}: not a field of {parts.spec.source}; "
+                                  f"fields: {', '.join(self.records[0].meta)}")
+        if config.label_field and not self.prompt.contextual:
+            raise SynthsteerError("--label-field needs a contextual prompt (mp or mc): nsp samples have no source example")
+        self.encoder = load_encoder(parts.prompt_meta["encoder"], lm=parts.lm, device=self.device)
+        self.contexts = encode_cached(self.encoder, [r.text for r in self.records]).to(self.device)
+
+    def settings(self) -> dict:
+        c = self.config
+        return {"prompt_sha256": sha256_file(Path(c.prompt) / "prompt.safetensors"),
+                "parameterization": self.prompt.config.parameterization, "context_noise": c.context_noise,
+                "context_mix": c.context_mix}
+
+    def contexts_for(self, indices: list[int]) -> tuple[torch.Tensor, list[dict]]:
+        """Record i's context: training example i mod n's, perturbed; zeros for an nsp prompt."""
+        c, p = self.config, self.prompt.config.parameterization
+        if not self.prompt.contextual:
+            return torch.zeros(len(indices), self.prompt.config.context_dim, device=self.device), \
+                [{"parameterization": p} for _ in indices]
+        rows, prov = [], []
+        for i in indices:
+            src = i % len(self.records)
+            zi, info = perturb_context(self.contexts[src], self.contexts, stream_key(c.seed, Stream.CONTEXT, i),
+                                       c.context_noise, c.context_mix)
+            if "mix_index" in info:
+                info["mix_id"] = self.records[info.pop("mix_index")].id
+            rows.append(zi)
+            prov.append({"source_id": self.records[src].id, "parameterization": p, **info})
+            if c.label_field:
+                prov[-1]["label"] = self.records[src].meta[c.label_field]
+        return torch.stack(rows), prov
+
+    @torch.no_grad()
+    def prefixes(self, indices: list[int]) -> tuple[list[Prefix], list[dict], torch.Tensor]:
+        """Each record's soft-prompt prefix, its provenance, and its context."""
+        z, prov = self.contexts_for(indices)
+        return [Prefix(embeds=e) for e in self.prompt(z)], prov, z
+
+
+@register("softsrv")
+class SoftSRV(Method):
+    data = "required"
+
+    @classmethod
+    def check(cls, config):
+        if not config.prompt:
+            raise SynthsteerError(f"--method {config.method} needs --prompt DIR (a directory written by `synthsteer fit`)")
+
+    def __init__(self, config, parts):
+        super().__init__(config, parts)
+        self.soft = SoftPromptBranch(config, parts)
+
+    def settings(self):
+        return {**self.soft.settings(), "data": asdict(self.parts.spec)}
+
+    def requests(self, indices, keys):
+        prefixes, prov, _ = self.soft.prefixes(indices)
+        return [Request({"main": p}, key) for p, key in zip(prefixes, keys)], prov

@@ -1,0 +1,118 @@
+"""`--method steer`: three named branches per sample, combined by the STEER score.
+
+    expert    the expert on the generation prompt c
+    base      the base LM on c
+    negative  the expert on the negative prompt n (K examples from the pool, no instruction)
+
+The prompt c is the hard instruction with `--expert` (a LoRA adapter: expert and base rows share one
+peft forward; a full fine-tuned model: two forwards), or a soft prompt with `--prompt` (SoftSRV +
+STEER: the soft-prompted LM is the expert, the LM from its BOS the base; no fine-tuning at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+
+from ..baselines import Hard, start_token
+from ..decoder import Prefix
+from ..encoders import encode_cached, load_encoder
+from ..engine import Request, Step
+from ..errors import SynthsteerError
+from ..methods import Method, register
+from ..softsrv.method import SoftPromptBranch
+from .negatives import NegativePool, negative_prompt
+from .score import BRANCHES, steer_combine
+
+
+@register("steer")
+class Steer(Method):
+    data = "optional"
+
+    @classmethod
+    def check(cls, config):
+        if config.expert and config.prompt:
+            raise SynthsteerError("--method steer takes --expert (instruction prompt) or --prompt (SoftSRV + STEER), "
+                                  "not both: the soft prompt was trained for the base LM")
+        if not (config.expert or config.prompt):
+            raise SynthsteerError("--method steer needs --expert DIR (a LoRA or full fine-tuned expert) "
+                                  "or --prompt DIR (a soft prompt: SoftSRV + STEER)")
+
+    def __init__(self, config, parts):
+        super().__init__(config, parts)
+        self.soft = self.hard = None
+        self.roles = {"expert": (0, None), "base": (0, None)}  # (index into models, adapter) of each role
+        if config.expert:
+            self.hard = Hard(config, parts)
+            if parts.expert.kind == "lora":
+                self.roles["expert"] = (0, "default")
+            else:
+                self.roles["base"] = (1, None)
+            if not parts.records:
+                raise SynthsteerError("--method steer needs the training examples for its negative pool: pass --data")
+        else:
+            self.soft = SoftPromptBranch(config, parts)
+        records = parts.records
+        embeddings = None
+        if config.negative_draw == "nearest":
+            self.encoder = self.soft.encoder if self.soft else load_encoder("minilm", device=self.lm.device)
+            embeddings = encode_cached(self.encoder, [r.text for r in records])
+        self.pool = NegativePool([r.id for r in records], [r.text for r in records], embeddings)
+        self.start = start_token(self.lm.tokenizer)
+        max_pos = getattr(self.lm.model.config, "max_position_embeddings", None) or 10**9
+        self.neg_budget = max(1, min(config.negative_max_tokens, max_pos - config.max_new_tokens - 2))
+
+    @property
+    def models(self):
+        expert = self.parts.expert
+        if expert is not None and expert.kind == "full":
+            return [expert.model, self.lm.model]
+        return super().models  # the peft model (adapter and base rows in one forward), or the base LM
+
+    def step(self):
+        return Step(BRANCHES, steer_combine(self.config.gamma, self.config.eta))
+
+    def settings(self):
+        c = self.config
+        positive = self.soft.settings() if self.soft else self.hard.settings()
+        # the batch size sets when samples join the negative pool, so it shapes the records here
+        return {**positive, "gamma": c.gamma, "eta": c.eta, "negatives": c.negatives, "separator": c.separator,
+                "pool_block": c.batch_size, "negative_draw": c.negative_draw,
+                "negative_max_tokens": self.neg_budget, "data": asdict(self.parts.spec)}
+
+    def _prefix(self, role: str, **kw) -> Prefix:
+        model, adapter = self.roles[role]
+        return Prefix(model=model, adapter=adapter, **kw)
+
+    @torch.no_grad()
+    def requests(self, indices, keys):
+        c = self.config
+        z = None
+        if self.soft:
+            expert, prov, z = self.soft.prefixes(indices)
+            if not self.soft.prompt.contextual:
+                prov, z = [{} for _ in indices], None
+            base = [Prefix(ids=[self.start]) for _ in indices]
+        else:
+            ids, prov = self.hard.prompts(indices)
+            expert = [self._prefix("expert", ids=p) for p in ids]
+            base = [self._prefix("base", ids=p) for p in ids]
+        out = []
+        for n, (i, key) in enumerate(zip(indices, keys)):
+            context = None
+            if c.negative_draw == "nearest":
+                context = z[n] if z is not None else self.pool.embeddings[i % len(self.parts.records)]
+            drawn = self.pool.draw(c.negatives, c.seed, i, context)
+            neg_ids = [self.start] + negative_prompt(self.lm.tokenizer, [self.pool.texts[j] for j in drawn],
+                                                     c.separator, self.neg_budget)
+            negative = self._prefix("expert", ids=neg_ids)
+            out.append(Request({"expert": expert[n], "base": base[n], "negative": negative}, key))
+            prov[n].update(gamma=c.gamma, eta=c.eta, K=c.negatives, negative_ids=[self.pool.ids[j] for j in drawn])
+        return out, prov
+
+    def written(self, records):
+        emb = None
+        if self.pool.embeddings is not None:
+            emb = encode_cached(self.encoder, [r["text"] for r in records])
+        self.pool.add([r["id"] for r in records], [r["text"] for r in records], emb)
