@@ -106,8 +106,9 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
     method = build_method(config, lm)
     lm = method.lm
     engine = TransformersEngine(method.models)
-    settings = {"method": config.method, "lm": lm.fingerprint(), "sampling": asdict(config.sampling),
-                "label_field": config.label_field, "seed": config.seed, **method.settings()}
+    settings = {"method": config.method, "engine": {"name": engine.name, "version": engine.version},
+                "lm": lm.fingerprint(), "sampling": asdict(config.sampling), "label_field": config.label_field,
+                "seed": config.seed, **method.settings()}
     run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
                                              "config": asdict(config)})
     if run.ids:  # a resumed run: what was written before joins the negative pool, in index order
