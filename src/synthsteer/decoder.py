@@ -19,18 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from .lm import keeps_logits
+from .options import SamplingConfig  # noqa: F401  (the sampling settings, re-exported)
 from .randomness import MASK32, mix32, sample_key  # noqa: F401  (sample_key: the decoder's key, re-exported)
 
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """temperature 0 means greedy; top_k 0 and top_p 1 switch those filters off."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
 
 
 @dataclass

@@ -15,27 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import write_json
+from .options import Options, option
 
 
 @dataclass(frozen=True)
-class DemoConfig:
-    out: str = "runs/demo"
-    model: str = "smollm2"
-    n: int = 200
-    steps: int = 100
-    prompt_length: int = 16
-    batch_size: int = 8
-    generate_batch_size: int = 64
-    lr: float = 3e-3
-    max_length: int = 96
-    shots: int = 3
-    max_new_tokens: int = 96
-    temperature: float = 1.0
-    top_p: float = 0.95
-    heldout: int = 400
-    train_limit: int | None = 2000
-    seed: int = 0
-    device: str = "auto"
+class DemoConfig(Options):
+    out: str = option("runs/demo", "Output directory (prompt, runs, demo.json).")
+    model: str = option("smollm2", "The frozen LM (smollm2: SmolLM2-135M-Instruct; tiny for a quick check).")
+    n: int = option(200, "Samples per method.", count=True)
+    steps: int = option(100, "Soft-prompt fit steps.", count=True)
+    prompt_length: int = option(16, "Soft tokens.", count=True)
+    batch_size: int = option(8, "Questions per fit step.", count=True)
+    generate_batch_size: int = option(64, "Samples decoded together.", count=True)
+    lr: float = option(3e-3, "Fit learning rate.", gt=0)
+    max_length: int = option(96, "Question tokens kept for the fit.", count=True)
+    shots: int = option(3, "Examples in the few-shot hard prompt.", ge=0)
+    max_new_tokens: int = option(96, "Tokens per sample at most.", count=True)
+    temperature: float = option(1.0, "Sampling temperature, the same for every method.", ge=0)
+    top_p: float = option(0.95, "Nucleus mass, the same for every method.", gt=0, le=1)
+    heldout: int = option(400, "Held-out GSM8K test questions to score against.", count=True)
+    train_limit: int | None = option(2000, "Training questions the soft prompt sees (and embeds).", count=True)
+    seed: int = option(0, "Seed of everything.")
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
 
 
 def run_demo(config: DemoConfig) -> dict:

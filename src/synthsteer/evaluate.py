@@ -15,7 +15,6 @@ import numpy as np
 
 from ._version import __version__
 from .data import DataSpec, load_records
-from .encoders import encode_cached, load_encoder
 from .errors import SynthsteerError
 from .metrics import (authenticity_auroc, compression_ratio, distinct_n, knn_precision_recall, mauve_score,
                       memorization, nearest_cosine, self_bleu, steer_diversity, tstr, vendi_score)
@@ -168,6 +167,8 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         raise SynthsteerError(f"--synthetic: two sets share a name ({', '.join(names)}); label them NAME=PATH")
     train_texts = [r.text for r in load_records(DataSpec(config.train, field=config.field,
                                                          template=config.template))] if config.train else None
+
+    from .encoders import encode_cached, load_encoder  # torch: only when evaluating, not for --help
 
     encoder = load_encoder(config.encoder, device=config.device if config.device != "auto" else "cpu")
     t_feat = time.time()

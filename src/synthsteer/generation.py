@@ -10,98 +10,80 @@ records.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .decoder import SamplingConfig
-from .engine import TransformersEngine
-from .errors import SynthsteerError, require_at_least_one
-from .lm import LM
-from .methods import build_method
-from .prompts import CHAT_TEMPLATE_MODES, stop_token_ids
-from .randomness import sample_key
-from .runs import RunDir, read_run
+from .options import DataOptions, LMOptions, RunOptions, SamplingConfig, flag, option
+from .prompts import HardPromptOptions
+from .softsrv.config import SoftSRVOptions
+from .steer.config import SteerOptions
+
+if TYPE_CHECKING:
+    from .lm import LM
 
 METHODS = ("softsrv", "plain", "hard", "steer")
-DRAWS = ("uniform", "nearest")
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
+class GenerateConfig(RunOptions, LMOptions, DataOptions, SamplingConfig, HardPromptOptions, SoftSRVOptions,
+                     SteerOptions):
     """Everything `synthsteer generate` / `generate()` needs; the CLI flags map one to one.
 
-    n: how many records the run should hold (a rerun with a larger n adds the rest).
-    prompt: a soft-prompt directory (softsrv; steer without --expert).
-    expert: a LoRA expert directory (`synthsteer expert`) or a full fine-tuned model id/path.
-    model: the base LM; defaults to the prompt's or the expert's LM, else `tiny`.
-    data: the training examples (contexts, few-shot examples, the negative pool); defaults to the
-        prompt's or the expert's training data.
-    context_noise: std of Gaussian noise added to each unit-norm context, relative to its norm.
-    context_mix: up to this share of another random example's context is mixed in.
-    label_field: copy this field of the example whose context seeded a sample into its record.
-    instruction: the hard prompt (hard, steer with an expert); default: the task's instruction.
-    shots: training examples put in the hard prompt (few-shot).
-    chat_template: auto wraps hard prompts in the tokenizer's chat template (a user turn, the
-        assistant's turn opened) when it has one; none never does.
-    gamma, eta: STEER's contrastive and negative strengths; negatives: K per sample.
-    separator: between negative examples; negative_draw: uniform or nearest;
-    negative_max_tokens: the negative prompt's length limit.
+    Built from the shared groups (run, LM, data, sampling) and one group per method (hard prompt,
+    SoftSRV, STEER). `model` defaults to the LM the prompt or expert was trained for, else `tiny`;
+    `data` (the contexts, few-shot examples and negative pool) to the prompt's or expert's data.
+    A setting of a group the method does not use is reported in one warning line.
     """
 
-    out: str = "runs/generated"
-    n: int = 100
-    method: str = "softsrv"
-    prompt: str | None = None
-    expert: str | None = None
-    model: str | None = None
-    data: str | None = None
-    field: str | None = None
-    template: str | None = None
-    split: str | None = None
-    context_noise: float = 0.0
-    context_mix: float = 0.0
-    label_field: str | None = None
-    instruction: str | None = None
-    shots: int = 0
-    chat_template: str = "auto"
-    gamma: float = 0.2
-    eta: float = 0.6
-    negatives: int = 10
-    separator: str = "\n\n"
-    negative_draw: str = "uniform"
-    negative_max_tokens: int = 512
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
+    method: str = option("softsrv", "softsrv (needs --prompt), steer (needs --expert or --prompt), hard (instruction, "
+                                    "few-shot with --shots) or plain (unsteered sampling from --model).", choices=METHODS)
 
     @property
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_k, self.top_p, self.max_new_tokens)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise SynthsteerError(f"--method {self.method}: use one of {', '.join(METHODS)}")
-        if self.chat_template not in CHAT_TEMPLATE_MODES:
-            raise SynthsteerError(f"--chat-template {self.chat_template}: use one of {', '.join(CHAT_TEMPLATE_MODES)}")
-        if self.negative_draw not in DRAWS:
-            raise SynthsteerError(f"--negative-draw {self.negative_draw}: use one of {', '.join(DRAWS)}")
-        require_at_least_one(self, ("n", "batch_size", "max_new_tokens", "negative_max_tokens"))
-        for name in ("gamma", "eta", "shots", "negatives", "context_noise", "context_mix", "temperature"):
-            if getattr(self, name) < 0:
-                raise SynthsteerError(f"--{name.replace('_', '-')} must not be negative")
+        super().__post_init__()
+        unused = ignored_settings(self)
+        if unused:
+            print(f"warning: {', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --method "
+                  f"{self.method} (ignored)", file=sys.stderr)
+
+
+# the option groups each method reads (the rest of a GenerateConfig is shared by all)
+METHOD_GROUPS = {
+    "plain": (),
+    "hard": (HardPromptOptions, DataOptions),
+    "softsrv": (SoftSRVOptions, DataOptions),
+    "steer": (HardPromptOptions, SoftSRVOptions, SteerOptions, DataOptions),
+}
+
+
+def ignored_settings(config: GenerateConfig) -> list[str]:
+    """Flags set away from their defaults in groups the chosen method does not read."""
+    used = {f.name for group in METHOD_GROUPS[config.method] for f in fields(group)}
+    out = []
+    for group in (HardPromptOptions, SoftSRVOptions, SteerOptions, DataOptions):
+        for f in fields(group):
+            if f.name not in used and getattr(config, f.name) != f.default:
+                out.append(flag(f.name))
+    return sorted(set(out))
 
 
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
     from tqdm.auto import tqdm
+
+    from .engine import TransformersEngine
+    from .methods import build_method
+    from .prompts import stop_token_ids
+    from .randomness import sample_key
+    from .runs import RunDir, read_run
 
     method = build_method(config, lm)
     lm = method.lm

@@ -22,7 +22,7 @@ from .artifacts import read_json, sha256_file
 from .data import DataSpec, Record, load_records
 from .engine import Request, Step
 from .errors import SynthsteerError
-from .lm import LM, check_fingerprint, load_lm
+from .lm import LM, check_fingerprint
 
 if TYPE_CHECKING:
     from .generation import GenerateConfig
@@ -130,7 +130,7 @@ def resolve(config: GenerateConfig, lm: LM | None, data: str) -> Parts:
     lora_meta = read_json(Path(config.expert) / META) if config.expert and (Path(config.expert) / META).exists() \
         else None
     trained_for = (prompt_meta or lora_meta or {}).get("lm", {}).get("name")
-    lm = lm or _load(config, config.model or trained_for or "tiny")
+    lm = lm or config.load_lm(config.model or trained_for)
     if prompt is not None:
         check_fingerprint(prompt_meta["lm"], lm.fingerprint(), f"--prompt {config.prompt}")
         prompt.to(lm.device).eval()
@@ -142,10 +142,6 @@ def resolve(config: GenerateConfig, lm: LM | None, data: str) -> Parts:
     return parts
 
 
-def _load(config: GenerateConfig, name: str) -> LM:
-    return load_lm(name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
-
-
 def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Expert:
     from .steer.expert import load_expert
 
@@ -153,7 +149,7 @@ def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Ex
         model, meta = load_expert(config.expert, base)
         meta["sha256"] = sha256_file(Path(config.expert) / "adapter_model.safetensors")
         return Expert(model, "lora", meta)
-    full = _load(config, config.expert)
+    full = config.load_lm(config.expert)
     if full.embed.weight.shape[0] != base.embed.weight.shape[0]:
         raise SynthsteerError(f"--expert {config.expert}: its vocabulary ({full.embed.weight.shape[0]}) differs from "
                               f"the base LM's ({base.embed.weight.shape[0]})")

@@ -17,13 +17,15 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .artifacts import atomic_dir, read_json, sha256_file, write_json
-from .training import load_optimizer, lr_at, save_optimizer
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
+from .options import Options, flag, option
+
+if TYPE_CHECKING:
+    import torch
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -39,25 +41,32 @@ DOMAINS: dict[str, tuple[str, str, str]] = {
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    corpus: str
-    out: str
-    datasets: tuple[str, ...] = tuple(DOMAINS)
-    vocab_size: int = 8192
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 688
-    seq_len: int = 256
-    batch_size: int = 16
-    steps: int = 1600
-    lr: float = 2e-3
-    warmup: int = 100
-    weight_decay: float = 0.1
-    heldout_fraction: float = 0.02
-    eval_docs: int = 200
-    save_every: int = 200
-    seed: int = 0
+class PretrainConfig(Options):
+    corpus: str = option(None, "Directory of .txt books (e.g. ../shared/data/text_corpus/gutenberg).")
+    out: str = option(None, "Output directory (the model, its tokenizer and model card).")
+    datasets: tuple[str, ...] = option(tuple(DOMAINS), "Bundled datasets whose training splits join the corpus "
+                                                       "(repeat or comma-separate).")
+    vocab_size: int = option(8192, "BPE vocabulary size.", count=True)
+    hidden_size: int = option(256, "Model width.", count=True)
+    num_layers: int = option(4, "Transformer layers.", count=True)
+    num_heads: int = option(4, "Attention heads.", count=True)
+    intermediate_size: int = option(688, "MLP width.", count=True)
+    seq_len: int = option(256, "Tokens per training window.", count=True)
+    batch_size: int = option(16, "Windows per step.", count=True)
+    steps: int = option(1600, "Optimizer steps.", count=True)
+    lr: float = option(2e-3, "Peak learning rate (AdamW).", gt=0)
+    warmup: int = option(100, "Linear warmup steps.", ge=0)
+    weight_decay: float = option(0.1, "AdamW weight decay.", ge=0)
+    heldout_fraction: float = option(0.02, "Share of each book held out for perplexity.", ge=0, lt=1)
+    eval_docs: int = option(200, "Held-out documents per domain for perplexity.", count=True)
+    save_every: int = option(200, "Steps between checkpoints.", count=True)
+    seed: int = option(0, "Seed of the initialisation and the batches.")
+
+    def __post_init__(self):
+        for name in ("corpus", "out"):
+            if not getattr(self, name):
+                raise SynthsteerError(f"{flag(name)} is required")
+        super().__post_init__()
 
 
 # ---------------------------------------------------------------- corpus
@@ -125,6 +134,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def build_model(config: PretrainConfig, tokenizer):
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(config.seed)
@@ -144,31 +154,38 @@ def build_model(config: PretrainConfig, tokenizer):
 def windows(stream: torch.Tensor, step: int, config: PretrainConfig) -> torch.Tensor:
     """The batch for `step`: random windows of the token stream, drawn from (seed, step) alone so a
     resumed run sees exactly the batches an uninterrupted one would."""
+    import torch
+
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     starts = torch.randint(0, len(stream) - config.seq_len - 1, (config.batch_size,), generator=g)
     return torch.stack([stream[s: s + config.seq_len + 1] for s in starts.tolist()])
 
 
-@torch.no_grad()
 def heldout_perplexity(model, tokenizer, docs: list[str], seq_len: int, limit: int) -> float:
     """exp(mean NLL per token) over documents, each preceded by EOS as in training and followed by EOS."""
+    import torch
+
     model.eval()
     nll, count = 0.0, 0
-    for doc in docs[:limit]:
-        ids = [tokenizer.eos_token_id] + tokenizer.encode(doc)[: seq_len - 1] + [tokenizer.eos_token_id]
-        x = torch.tensor([ids])
-        out = model(input_ids=x, labels=x)
-        n = len(ids) - 1
-        nll += out.loss.item() * n
-        count += n
+    with torch.no_grad():
+        for doc in docs[:limit]:
+            ids = [tokenizer.eos_token_id] + tokenizer.encode(doc)[: seq_len - 1] + [tokenizer.eos_token_id]
+            x = torch.tensor([ids])
+            out = model(input_ids=x, labels=x)
+            n = len(ids) - 1
+            nll += out.loss.item() * n
+            count += n
     model.train()
     return math.exp(nll / count)
 
 
 def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train the tiny LM from scratch and write it, with its tokenizer and model card, to `config.out`."""
+    import torch
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from .training import load_optimizer, lr_at, save_optimizer
 
     out = Path(config.out)
     state_dir = out.parent / (out.name + ".train_state")

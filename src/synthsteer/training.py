@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .artifacts import atomic_dir, read_json, write_json
-from .errors import SynthsteerError, require_at_least_one
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from .errors import SynthsteerError
+from .options import TrainConfig  # noqa: F401  (the shared training options, re-exported)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -45,50 +43,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
         getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     return torch.bfloat16 if device.type == "cpu" and native else None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What every training command shares: the data, the frozen LM, and the loop's settings.
-    `FitConfig` and `ExpertConfig` extend it (and override defaults)."""
-
-    data: str = "builtin:gsm8k"
-    out: str = "runs/out"
-    field: str | None = None
-    template: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    model: str = "tiny"
-    max_length: int = 128
-    steps: int = 300
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 3e-3
-    warmup: int = 30
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    save_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    precision: str = "auto"
-    trust_remote_code: bool = False
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise SynthsteerError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}")
-        require_at_least_one(self, ("max_length", "steps", "batch_size", "grad_accum", "save_every"))
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise SynthsteerError(f"--lr must be a positive number, got {self.lr}")
-
-    def loop_settings(self) -> "LoopSettings":
-        return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup, self.weight_decay,
-                            self.max_grad_norm, self.save_every, self.seed, self.precision)
-
-    def data_spec(self):
-        from .data import DataSpec
-
-        return DataSpec(self.data, field=self.field, template=self.template, split=self.split, limit=self.limit)
 
 
 @dataclass(frozen=True)

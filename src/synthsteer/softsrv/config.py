@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..training import TrainConfig
+from ..errors import SynthsteerError
+from ..options import Options, TrainConfig, option
 
 PARAMETERIZATIONS = ("nsp", "mp", "mc")
 
@@ -32,23 +33,31 @@ class SoftPromptConfig:
 
 
 @dataclass(frozen=True)
+class SoftSRVOptions(Options):
+    """Sampling from a trained soft prompt (`--method softsrv`, and SoftSRV + STEER)."""
+
+    prompt: str | None = option(None, "Soft-prompt directory written by `synthsteer fit`.")
+    context_noise: float = option(0.0, "Gaussian noise on each context, relative to its norm (more novelty).", ge=0)
+    context_mix: float = option(0.0, "Mix in up to this share of another example's context (more novelty).", ge=0, le=1)
+    label_field: str | None = option(None, "Copy this field of the example whose context seeded a record into the "
+                                           "record (for train-on-synthetic evaluation).")
+
+
+@dataclass(frozen=True)
 class FitConfig(TrainConfig):
     """Everything `synthsteer fit` / `fit_soft_prompt` needs; the CLI flags map one to one."""
 
-    out: str = "runs/prompt"
-    encoder: str = "minilm"
-    parameterization: str = "mc"
-    prompt_length: int = 16
-    num_bases: int = 2
-    mlp_hidden: int = 128
-    mlp_layers: int = 2
+    out: str = option("runs/prompt", "Output directory (the soft prompt).")
+    encoder: str = option("minilm", "Context encoder: minilm (bundled), lm-mean, or a sentence-transformers id/path.")
+    parameterization: str = option("mc", "Soft prompt: nsp (shared), mp (mixture of bases), mc (per-token MLPs).",
+                                   choices=PARAMETERIZATIONS)
+    prompt_length: int = option(16, "Soft tokens t (128 for real LMs as in the paper; 16 suits tiny and smollm2 on "
+                                    "a CPU).", count=True)
+    num_bases: int = option(2, "Basis prompts k for mp.", count=True)
+    mlp_hidden: int = option(128, "Hidden width of each per-token MLP (mc).", count=True)
+    mlp_layers: int = option(2, "Layers of each per-token MLP (mc).", count=True)
 
     def __post_init__(self):
-        from ..errors import SynthsteerError, require_at_least_one
-
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise SynthsteerError(f"--parameterization {self.parameterization}: use one of {', '.join(PARAMETERIZATIONS)}")
         super().__post_init__()
-        require_at_least_one(self, ("prompt_length", "num_bases", "mlp_hidden", "mlp_layers"))
         if self.max_length < 2:
             raise SynthsteerError("--max-length must be at least 2 (one token and EOS)")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from .._version import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
-from ..lm import LM, load_lm
+from ..lm import LM
 from ..training import example_loss, prepare_out, tokenize_examples, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
@@ -41,7 +41,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
 
     spec = config.data_spec()
     records = load_records(spec)
-    lm = lm or load_lm(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    lm = lm or config.load_lm()
     encoder = load_encoder(config.encoder, lm=lm, device=lm.device)
     contexts = encode_cached(encoder, [r.text for r in records], progress=progress).to(lm.device)
     examples = tokenize_examples(lm, [r.text for r in records], config.max_length)

@@ -5,7 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..prompts import CHAT_TEMPLATE_MODES
-from ..training import TrainConfig
+from ..options import Options, TrainConfig, option
+
+DRAWS = ("uniform", "nearest")
+
+
+@dataclass(frozen=True)
+class SteerOptions(Options):
+    """STEER's decoding knobs (`--method steer`)."""
+
+    gamma: float = option(0.2, "Contrastive expert guidance strength (paper default 0.2).", ge=0)
+    eta: float = option(0.6, "Negative prompting strength (paper default 0.6).", ge=0)
+    negatives: int = option(10, "K negative examples per record, drawn from real + already generated records.", ge=0)
+    separator: str = option("\n\n", "Text between negative examples.")
+    negative_draw: str = option("uniform", "uniform (the paper) or nearest (the K closest to the record's context).",
+                                choices=DRAWS)
+    negative_max_tokens: int = option(512, "Length limit of the negative prompt (whole examples first, the last one "
+                                           "cut).", count=True)
+
 
 @dataclass(frozen=True)
 class ExpertConfig(TrainConfig):
@@ -17,23 +34,14 @@ class ExpertConfig(TrainConfig):
     the paper used r 64, alpha 16, dropout 0.1, lr 2e-4, batch 16, 512 tokens, ~1000 steps.
     """
 
-    out: str = "runs/expert"
-    steps: int = 200
-    lr: float = 1e-3
-    warmup: int = 20
-    instruction: str | None = None
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str = "all-linear"
-    chat_template: str = "auto"
-
-    def __post_init__(self):
-        from ..errors import SynthsteerError, require_at_least_one
-
-        super().__post_init__()
-        require_at_least_one(self, ("r", "alpha"))
-        if self.chat_template not in CHAT_TEMPLATE_MODES:
-            raise SynthsteerError(f"--chat-template {self.chat_template}: use one of {', '.join(CHAT_TEMPLATE_MODES)}")
-        if not 0 <= self.dropout < 1:
-            raise SynthsteerError(f"--dropout must be in [0, 1), got {self.dropout}")
+    out: str = option("runs/expert", "Output directory (the LoRA expert).")
+    steps: int = option(200, "Optimizer steps.", count=True)
+    lr: float = option(1e-3, "Peak learning rate (AdamW).", gt=0)
+    warmup: int = option(20, "Linear warmup steps.", ge=0)
+    instruction: str | None = option(None, "The instruction the expert learns to answer; default: the task's.")
+    r: int = option(16, "LoRA rank.", count=True)
+    alpha: int = option(32, "LoRA alpha.", count=True)
+    dropout: float = option(0.05, "LoRA dropout.", ge=0, lt=1)
+    target_modules: str = option("all-linear", "Modules that get LoRA adapters (peft's target_modules).")
+    chat_template: str = option("auto", "auto: the instruction as a chat user turn when the tokenizer has a chat "
+                                        "template; none: never.", choices=CHAT_TEMPLATE_MODES)

