@@ -87,3 +87,22 @@ def test_engine_results_carry_finish_and_logprob(lm_dir):
     assert res.logprob == pytest.approx(expected, abs=1e-3)
     with pytest.raises(ValueError, match="not the method's"):
         engine.run([Request({"expert": Prefix(ids=prompt)}, key=1)], Step(), sampling, stop_ids={-1})
+
+
+def test_a_new_metric_is_one_table_entry(tmp_path, monkeypatch):
+    import json
+
+    from synthsteer import metrics
+    from synthsteer.evaluate import EvalConfig, evaluate
+    from synthsteer.report import headers, transposed
+
+    extra = metrics.Metric("question_marks", "question marks", "", "{:.2f}",
+                           lambda x: sum(t.count("?") for t in x.texts) / len(x.texts))
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, extra))
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"text": f"question {i}?"}) + "\n" for i in range(40)))
+    report = evaluate(EvalConfig(real=str(data), field="text", synthetic=(f"same={data}",), out=str(tmp_path / "e"),
+                                 mauve_seeds=(0,), device="cpu"), progress=False)
+    assert report["metrics"]["same"]["question_marks"] == 1.0
+    assert "question marks" in headers()
+    assert ["question marks", "1.00", "1.00"] in transposed(report)[1]

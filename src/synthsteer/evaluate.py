@@ -16,8 +16,7 @@ import numpy as np
 from ._version import __version__
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
-from .metrics import (authenticity_auroc, compression_ratio, distinct_n, knn_precision_recall, mauve_score,
-                      memorization, nearest_cosine, self_bleu, steer_diversity, tstr, vendi_score)
+from .metrics import SetInputs, compute_metrics, memorization, tstr
 from .runs import read_run
 
 REAL_VS_REAL = "real vs real"
@@ -124,20 +123,8 @@ def varying_settings(sets: list[TextSet]) -> dict[str, list]:
 
 def set_metrics(name: str, texts: list[str], feats: np.ndarray, real_texts: list[str], real_feats: np.ndarray,
                 config: EvalConfig, train_texts: list[str] | None) -> dict:
-    m = {
-        "n": len(texts),
-        "mauve": mauve_score(real_feats, feats, seeds=config.mauve_seeds),
-        **knn_precision_recall(real_feats, feats, k=config.knn_k),
-        "nearest_cosine": nearest_cosine(real_feats, feats),
-        "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "distinct_3": distinct_n(texts, 3),
-        "unique_3gram_ratio": distinct_n(texts, 3),
-        "steer_diversity": steer_diversity(texts),
-        "self_bleu": self_bleu(texts, seed=config.seed),
-        "compression_ratio": compression_ratio(texts),
-        "vendi": vendi_score(feats),
-        "auroc": authenticity_auroc(real_feats, feats, seed=config.seed),
-        "mean_words": float(np.mean([len(t.split()) for t in texts])),
-    }
+    m = compute_metrics(SetInputs(texts, feats, real_texts, real_feats, seed=config.seed,
+                                  mauve_seeds=config.mauve_seeds, knn_k=config.knn_k))
     if train_texts is not None and name != REAL_VS_REAL:
         m["memorization"] = memorization(texts, train_texts, seed=config.seed)
     return m

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import gzip
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -228,3 +231,68 @@ def memorization(synthetic: list[str], train: list[str], *, near_threshold: floa
                    "jaccard": round(scores[i]["jaccard"], 4), "exact": scores[i]["exact"],
                    "verbatim_ngram": scores[i]["verbatim"]} for i in flagged[:worst]],
     }
+
+
+# ---------------------------------------------------------------- the metric table
+
+
+@dataclass(frozen=True)
+class SetInputs:
+    """What a per-set metric may read: the set's texts and features, the real ones, the settings."""
+
+    texts: list[str]
+    feats: np.ndarray
+    real_texts: list[str]
+    real_feats: np.ndarray
+    seed: int = 0
+    mauve_seeds: tuple[int, ...] = (0, 1, 2)
+    knn_k: int = 3
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of the evaluation. `compute` gives its value, or, with `keys`, a dict of several
+    values (an entry without `compute` is shown from such a dict); `title`, `better` (an arrow) and
+    `fmt` (None: mean ± std) say how the report shows it; an entry without a title is computed and
+    saved but not shown in the tables. A new metric is one entry here."""
+
+    key: str
+    title: str | None = None
+    better: str = ""
+    fmt: str | None = "{:.3f}"
+    compute: Callable[[SetInputs], Any] | None = None
+    keys: tuple[str, ...] = ()
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("n", "n", "", "{:d}", lambda x: len(x.texts)),
+    Metric("mauve", "MAUVE", "↑", None, lambda x: mauve_score(x.real_feats, x.feats, seeds=x.mauve_seeds)),
+    Metric("knn", compute=lambda x: knn_precision_recall(x.real_feats, x.feats, k=x.knn_k), keys=("precision", "recall")),
+    Metric("precision", "precision", "↑"),
+    Metric("recall", "recall", "↑"),
+    Metric("nearest_cosine", "NN cosine", "↑", compute=lambda x: nearest_cosine(x.real_feats, x.feats)),
+    Metric("auroc", "AUROC", "→0.5", compute=lambda x: authenticity_auroc(x.real_feats, x.feats, seed=x.seed)),
+    Metric("distinct_1", compute=lambda x: distinct_n(x.texts, 1)),
+    Metric("distinct_2", "distinct-2", "↑", compute=lambda x: distinct_n(x.texts, 2)),
+    Metric("distinct_3", compute=lambda x: distinct_n(x.texts, 3)),
+    Metric("unique_3gram_ratio", compute=lambda x: distinct_n(x.texts, 3)),
+    Metric("steer_diversity", "diversity", "↑", compute=lambda x: steer_diversity(x.texts)),
+    Metric("self_bleu", "self-BLEU", "↓", compute=lambda x: self_bleu(x.texts, seed=x.seed)),
+    Metric("compression_ratio", "compression", "↓", "{:.2f}", lambda x: compression_ratio(x.texts)),
+    Metric("vendi", "Vendi", "↑", "{:.1f}", lambda x: vendi_score(x.feats)),
+    Metric("mean_words", "words", "", "{:.1f}", lambda x: float(np.mean([len(t.split()) for t in x.texts]))),
+)
+
+
+def compute_metrics(inputs: SetInputs) -> dict:
+    """Every metric of the table for one set, in table order."""
+    out: dict = {}
+    for m in METRICS:
+        if m.compute is None:
+            continue
+        value = m.compute(inputs)
+        if m.keys:
+            out.update(value)
+        else:
+            out[m.key] = value
+    return out

@@ -11,35 +11,25 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import write_json
+from . import metrics as metrics_table
+from .metrics import Metric
 
-# (key, column title, format, better)
-COLUMNS = [
-    ("n", "n", "{:d}", ""),
-    ("mauve", "MAUVE", None, "↑"),
-    ("precision", "precision", "{:.3f}", "↑"),
-    ("recall", "recall", "{:.3f}", "↑"),
-    ("nearest_cosine", "NN cosine", "{:.3f}", "↑"),
-    ("auroc", "AUROC", "{:.3f}", "→0.5"),
-    ("distinct_2", "distinct-2", "{:.3f}", "↑"),
-    ("steer_diversity", "diversity", "{:.3f}", "↑"),
-    ("self_bleu", "self-BLEU", "{:.3f}", "↓"),
-    ("compression_ratio", "compression", "{:.2f}", "↓"),
-    ("vendi", "Vendi", "{:.1f}", "↑"),
-    ("mean_words", "words", "{:.1f}", ""),
-]
+def columns() -> list[Metric]:
+    """The table's columns: the metric table's entries that have a title."""
+    return [m for m in metrics_table.METRICS if m.title]
 
 
-def cell(metrics: dict, key: str, fmt: str | None) -> str:
-    v = metrics.get(key)
-    if key == "mauve":
-        return f"{v['mean']:.3f} ± {v['std']:.3f}"
-    return fmt.format(v) if v is not None else "–"
+def cell(metrics: dict, column: Metric) -> str:
+    v = metrics.get(column.key)
+    if v is None:
+        return "–"
+    return f"{v['mean']:.3f} ± {v['std']:.3f}" if column.fmt is None else column.fmt.format(v)
 
 
 def rows(report: dict) -> list[tuple[str, list[str]]]:
     out = []
     for name, m in report["metrics"].items():
-        cells = [cell(m, k, f) for k, _, f, _ in COLUMNS]
+        cells = [cell(m, c) for c in columns()]
         mem = m.get("memorization")
         cells.append(f"{mem['exact_rate']:.1%} / {mem['near_rate']:.1%} / {mem['verbatim_rate']:.1%}" if mem else "–")
         t = m.get("tstr")
@@ -48,15 +38,15 @@ def rows(report: dict) -> list[tuple[str, list[str]]]:
     return out
 
 
-HEADERS = [f"{title} {better}".strip() for _, title, _, better in COLUMNS] + \
-          ["copied exact / near / 13-gram", "TSTR acc / F1"]
+def headers() -> list[str]:
+    return [f"{c.title} {c.better}".strip() for c in columns()] + ["copied exact / near / 13-gram", "TSTR acc / F1"]
 
 
 def transposed(report: dict) -> tuple[list[str], list[list[str]]]:
     """Metrics as rows and sets as columns: many metrics, few sets, so it fits a terminal."""
     table = rows(report)
     names = [name for name, _ in table]
-    return names, [[h, *(cells[i] for _, cells in table)] for i, h in enumerate(HEADERS)]
+    return names, [[h, *(cells[i] for _, cells in table)] for i, h in enumerate(headers())]
 
 
 def print_table(report: dict) -> None:
