@@ -106,3 +106,30 @@ def test_a_new_metric_is_one_table_entry(tmp_path, monkeypatch):
     assert report["metrics"]["same"]["question_marks"] == 1.0
     assert "question marks" in headers()
     assert ["question marks", "1.00", "1.00"] in transposed(report)[1]
+
+
+def test_a_new_parameterization_is_one_registered_class(monkeypatch):
+    from synthsteer.softsrv import config, prompt
+    from synthsteer.softsrv.config import SoftPromptConfig
+
+    assert set(config.PARAMETERIZATIONS) == set(prompt.PARAMETERIZATIONS)
+    monkeypatch.setattr(prompt, "PARAMETERIZATIONS", dict(prompt.PARAMETERIZATIONS))
+
+    @prompt.register("scaled")
+    class Scaled(prompt.SoftPrompt):  # a shared prompt scaled by a function of the context
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.theta = torch.nn.Parameter(torch.zeros(cfg.length, cfg.hidden_size))
+            self.scale = torch.nn.Linear(cfg.context_dim, 1)
+
+        def forward(self, z):
+            return self.theta.unsqueeze(0) * torch.sigmoid(self.scale(z))[:, :, None]
+
+        def _init(self, sample, g, emb_std, mlp_out_scale):
+            self.theta.copy_(sample(self.config.length))
+
+    p = prompt.SoftPrompt(SoftPromptConfig("scaled", length=3, hidden_size=8, context_dim=4))
+    p.init_from_vocab(torch.randn(50, 8))
+    assert isinstance(p, Scaled) and p(torch.randn(2, 4)).shape == (2, 3, 8)
+    with pytest.raises(SynthsteerError, match="--parameterization nope: use one of nsp, mp, mc, scaled"):
+        prompt.SoftPrompt(SoftPromptConfig("nope", length=3, hidden_size=8, context_dim=4))

@@ -1,4 +1,4 @@
-"""The soft prompt P_theta(z): the three parameterizations of the SoftSRV paper as one module.
+"""The soft prompt P_theta(z): the SoftSRV paper's three parameterizations, registered by name.
 
     nsp: P(z) = theta                                   (no context)
     mp:  P(z) = sum_j softmax(W z + b)_j * B_j          (k basis prompts)
@@ -18,72 +18,56 @@ from torch import nn
 
 from ..artifacts import read_json, write_json
 from ..errors import SynthsteerError
-from .config import PARAMETERIZATIONS, SoftPromptConfig
+from .config import SoftPromptConfig
+
+PARAMETERIZATIONS: dict[str, type[SoftPrompt]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a parameterization available as `--parameterization name`."""
+
+    def wrap(cls):
+        cls.name = name
+        PARAMETERIZATIONS[name] = cls
+        return cls
+
+    return wrap
 
 
 class SoftPrompt(nn.Module):
+    """P: contexts [B, d_e] -> soft prompts [B, t, d]. `SoftPrompt(config)` builds the registered
+    parameterization `config.parameterization`; a new one is one registered subclass with
+    `forward` and `init_from_vocab`."""
+
+    contextual = True
+
+    def __new__(cls, config: SoftPromptConfig):
+        if cls is SoftPrompt:
+            if config.parameterization not in PARAMETERIZATIONS:
+                raise SynthsteerError(f"--parameterization {config.parameterization}: use one of "
+                                      f"{', '.join(PARAMETERIZATIONS)}")
+            cls = PARAMETERIZATIONS[config.parameterization]
+        return super().__new__(cls)
+
     def __init__(self, config: SoftPromptConfig):
         super().__init__()
-        if config.parameterization not in PARAMETERIZATIONS:
-            raise SynthsteerError(f"--parameterization {config.parameterization}: use one of {', '.join(PARAMETERIZATIONS)}")
         self.config = config
-        t, d, de = config.length, config.hidden_size, config.context_dim
-        if config.parameterization == "nsp":
-            self.theta = nn.Parameter(torch.zeros(t, d))
-        elif config.parameterization == "mp":
-            self.bases = nn.Parameter(torch.zeros(config.num_bases, t, d))
-            self.mix = nn.Linear(de, config.num_bases)
-        else:
-            dims = [de] + [config.mlp_hidden] * (config.mlp_layers - 1) + [d]
-            # one weight stack per layer, with a leading t axis: token i's MLP is weights[:][i]
-            self.weights = nn.ParameterList([nn.Parameter(torch.zeros(t, a, b)) for a, b in zip(dims, dims[1:])])
-            self.biases = nn.ParameterList([nn.Parameter(torch.zeros(t, b)) for b in dims[1:]])
-
-    @property
-    def contextual(self) -> bool:
-        return self.config.parameterization != "nsp"
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Contexts [B, d_e] -> soft prompts [B, t, d]."""
-        p = self.config.parameterization
-        if p == "nsp":
-            return self.theta.unsqueeze(0).expand(z.shape[0], -1, -1)
-        if p == "mp":
-            alpha = torch.softmax(self.mix(z), dim=-1)  # [B, k]
-            return torch.einsum("bk,ktd->btd", alpha, self.bases)
-        h = torch.einsum("be,teh->bth", z, self.weights[0]) + self.biases[0]
-        for w, b in zip(self.weights[1:], self.biases[1:]):
-            h = torch.einsum("bth,thg->btg", F.gelu(h), w) + b
-        return h
 
     @torch.no_grad()
     def init_from_vocab(self, embedding: torch.Tensor, seed: int = 0, mlp_out_scale: float = 0.1) -> None:
         """Start every soft token at the embedding of a random vocabulary token, so the prompt begins
-        on the LM's own input scale; MLP weights start small around those embeddings."""
+        on the LM's own input scale."""
         g = torch.Generator().manual_seed(seed)
-        vocab, d = embedding.shape
         emb = embedding.detach().float().cpu()
 
         def sample(*shape):
-            return emb[torch.randint(0, vocab, shape, generator=g)]
+            return emb[torch.randint(0, emb.shape[0], shape, generator=g)]
 
-        t, p = self.config.length, self.config.parameterization
-        if p == "nsp":
-            self.theta.copy_(sample(t))
-        elif p == "mp":
-            self.bases.copy_(sample(self.config.num_bases, t))
-            self.mix.weight.normal_(0.0, 0.02, generator=g)
-            self.mix.bias.zero_()
-        else:
-            for i, w in enumerate(self.weights):
-                # contexts are unit-norm, so std 1 gives the first layer unit-scale activations
-                std = 1.0 if i == 0 else 1.0 / math.sqrt(w.shape[1])
-                if i == len(self.weights) - 1:  # last layer: a small perturbation of a token embedding
-                    std *= mlp_out_scale * emb.std().item()
-                w.normal_(0.0, std, generator=g)
-            for b in self.biases[:-1]:
-                b.zero_()
-            self.biases[-1].copy_(sample(t))
+        self._init(sample, g, emb.std().item(), mlp_out_scale)
+
+    def _init(self, sample, g: torch.Generator, emb_std: float, mlp_out_scale: float) -> None:
+        """Set the initial weights; `sample(*shape)` draws random vocabulary embeddings."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ persistence
 
@@ -95,6 +79,73 @@ class SoftPrompt(nn.Module):
         save_file(tensors, str(tmp), metadata={"format": "synthsteer-softprompt"})
         tmp.replace(folder / "prompt.safetensors")
         write_json(folder / "config.json", {"softprompt": asdict(self.config), **meta})
+
+
+@register("nsp")
+class NoContext(SoftPrompt):
+    """P(z) = theta: one shared t x d prompt."""
+
+    contextual = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.theta = nn.Parameter(torch.zeros(config.length, config.hidden_size))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.theta.unsqueeze(0).expand(z.shape[0], -1, -1)
+
+    def _init(self, sample, g, emb_std, mlp_out_scale):
+        self.theta.copy_(sample(self.config.length))
+
+
+@register("mp")
+class MixtureOfPrompts(SoftPrompt):
+    """P(z) = sum_j softmax(W z + b)_j * B_j: k basis prompts."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bases = nn.Parameter(torch.zeros(config.num_bases, config.length, config.hidden_size))
+        self.mix = nn.Linear(config.context_dim, config.num_bases)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        alpha = torch.softmax(self.mix(z), dim=-1)  # [B, k]
+        return torch.einsum("bk,ktd->btd", alpha, self.bases)
+
+    def _init(self, sample, g, emb_std, mlp_out_scale):
+        self.bases.copy_(sample(self.config.num_bases, self.config.length))
+        self.mix.weight.normal_(0.0, 0.02, generator=g)
+        self.mix.bias.zero_()
+
+
+@register("mc")
+class PerTokenMLP(SoftPrompt):
+    """P(z) = [MLP_1(z); ...; MLP_t(z)]: t MLPs as batched tensors."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        dims = [config.context_dim] + [config.mlp_hidden] * (config.mlp_layers - 1) + [config.hidden_size]
+        t = config.length
+        # one weight stack per layer, with a leading t axis: token i's MLP is weights[:][i]
+        self.weights = nn.ParameterList([nn.Parameter(torch.zeros(t, a, b)) for a, b in zip(dims, dims[1:])])
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(t, b)) for b in dims[1:]])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.einsum("be,teh->bth", z, self.weights[0]) + self.biases[0]
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            h = torch.einsum("bth,thg->btg", F.gelu(h), w) + b
+        return h
+
+    def _init(self, sample, g, emb_std, mlp_out_scale):
+        """MLP weights start small around a random token embedding (the last layer's bias)."""
+        for i, w in enumerate(self.weights):
+            # contexts are unit-norm, so std 1 gives the first layer unit-scale activations
+            std = 1.0 if i == 0 else 1.0 / math.sqrt(w.shape[1])
+            if i == len(self.weights) - 1:  # last layer: a small perturbation of a token embedding
+                std *= mlp_out_scale * emb_std
+            w.normal_(0.0, std, generator=g)
+        for b in self.biases[:-1]:
+            b.zero_()
+        self.biases[-1].copy_(sample(self.config.length))
 
 
 def load_soft_prompt(folder: str | Path) -> tuple[SoftPrompt, dict]:
