@@ -23,7 +23,6 @@ from .options import SamplingConfig  # noqa: F401  (the sampling settings, re-ex
 from .randomness import MASK32, mix32, sample_key  # noqa: F401  (sample_key: the decoder's key, re-exported)
 
 
-
 @dataclass
 class Prefix:
     """What a row starts from: token ids, soft-prompt embeddings [t, d], or embeddings then ids;

@@ -9,12 +9,10 @@ records.
 
 from __future__ import annotations
 
-import time
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
-
 from typing import TYPE_CHECKING
 
 from ._version import __version__
