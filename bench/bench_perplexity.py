@@ -1,6 +1,6 @@
 """Held-out perplexity of the offline LMs on each bundled task.
 
-The documents are those `tiny`'s pretraining held out (pretrain.DOMAINS: each task's held-out split
+The documents are those `tiny`'s pretraining held out (tools/pretrain_tiny.py DOMAINS: each task's held-out split
 as a pretraining-style document), the first --limit of each, cut to --seq-len tokens, each preceded
 and followed by EOS. Per-token perplexity depends on the tokenizer (tiny: 8,192 tokens, SmolLM2:
 49,152), so bits per UTF-8 byte are printed too: that one compares across LMs.
@@ -10,12 +10,15 @@ Usage: python bench/bench_perplexity.py [--models tiny,smollm2] [--limit 200]
 import argparse
 import json
 import math
+import sys
+from pathlib import Path
 
 import torch
 
 from synthsteer.data import load_records
 from synthsteer.lm import load_lm
-from synthsteer.pretrain import DOMAINS
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+from pretrain_tiny import DOMAINS  # noqa: E402
 
 
 @torch.no_grad()

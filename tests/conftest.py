@@ -1,9 +1,12 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))  # tools/pretrain_tiny.py, tools/make_golden.py
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -32,7 +35,7 @@ def tiny_model(kind: str, seed: int = 0, vocab: int = 96):
 def lm_dir(tmp_path_factory):
     """A local model directory: a tiny random Llama with a small BPE tokenizer trained on GSM8K."""
     from synthsteer.data import load_records
-    from synthsteer.pretrain import train_tokenizer
+    from pretrain_tiny import train_tokenizer
 
     texts = [r.text for r in load_records("builtin:gsm8k", limit=800)]
     tok = train_tokenizer(texts, vocab_size=400)

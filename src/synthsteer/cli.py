@@ -178,7 +178,6 @@ def datasets():
 
 
 from .generation import GenerateConfig  # noqa: E402
-from .pretrain import PretrainConfig  # noqa: E402
 from .softsrv.config import FitConfig  # noqa: E402
 
 
@@ -201,15 +200,6 @@ def generate(config: GenerateConfig):
 
     out = run_generate(config)
     typer.echo(f"run written to {out}")
-
-
-@app.command()
-@_config_command(PretrainConfig, [_bool_param("resume", "Continue from OUT.train_state.")])
-def pretrain(config: PretrainConfig, resume: bool = False):
-    """Pretrain the tiny LM from a corpus directory and the bundled datasets' training splits."""
-    from .pretrain import pretrain as run_pretrain
-
-    typer.echo(f"model written to {run_pretrain(config, resume=resume)}")
 
 
 from .steer.config import ExpertConfig  # noqa: E402

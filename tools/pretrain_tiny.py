@@ -1,4 +1,7 @@
-"""`synthsteer pretrain`: the seeded recipe that produces the bundled tiny LM (`tiny`).
+"""The seeded recipe that produced the bundled tiny LM (`tiny`): a maintainer's tool, not a command
+users need, so it lives here rather than in the `synthsteer` CLI.
+
+    python tools/pretrain_tiny.py --corpus ../shared/data/text_corpus/gutenberg --out src/synthsteer/models/tiny
 
 The corpus is mostly 19th-century prose (a directory of Gutenberg .txt files) mixed with the
 *training* splits of the bundled task datasets, so the LM knows those domains while its
@@ -19,10 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .artifacts import atomic_dir, read_json, sha256_file, write_json
-from .data import DataSpec, load_records
-from .errors import SynthsteerError
-from .options import Options, flag, option
+from synthsteer.artifacts import atomic_dir, read_json, sha256_file, write_json
+from synthsteer.data import DataSpec, load_records
+from synthsteer.errors import SynthsteerError
+from synthsteer.options import Options, flag, option
 
 if TYPE_CHECKING:
     import torch
@@ -185,7 +188,7 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, progress: bool = T
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from .training import load_optimizer, lr_at, save_optimizer
+    from synthsteer.training import load_optimizer, lr_at, save_optimizer
 
     out = Path(config.out)
     state_dir = out.parent / (out.name + ".train_state")
@@ -273,7 +276,7 @@ def model_card(card: dict) -> str:
 
 A {card['parameters'] / 1e6:.2f}M-parameter Llama-architecture causal LM ({c['num_layers']} layers, width
 {c['hidden_size']}, {c['num_heads']} heads, tied embeddings) with its own byte-level BPE tokenizer
-({c['vocab_size']} tokens), made by `synthsteer pretrain` (seed {c['seed']}). It exists so that
+({c['vocab_size']} tokens), made by `tools/pretrain_tiny.py` (seed {c['seed']}). It exists so that
 synthsteer's methods can be run and tested on a 2-core CPU with no network; it is not a useful LM.
 
 Loads with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` on this directory.
@@ -302,3 +305,30 @@ Held-out splits (gsm8k test, mbpp test, boolq heldout, commonsenseqa dev, jigsaw
 |---|---|
 {files}
 """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Flags from PretrainConfig's fields (their help and defaults), plus --resume."""
+    import argparse
+    from dataclasses import MISSING, fields
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(PretrainConfig):
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, tuple):
+            ap.add_argument(flag(f.name), default=",".join(default), help=f.metadata["help"])
+        else:
+            ap.add_argument(flag(f.name), type=type(default) if default is not None else str, default=default,
+                            help=f.metadata["help"])
+    ap.add_argument("--resume", action="store_true", help="Continue from OUT.train_state.")
+    args = vars(ap.parse_args(argv))
+    resume = args.pop("resume")
+    args["datasets"] = tuple(x for x in args["datasets"].split(",") if x)
+    try:
+        print(f"model written to {pretrain(PretrainConfig(**args), resume=resume)}")
+    except SynthsteerError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
