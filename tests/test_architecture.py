@@ -119,7 +119,7 @@ def test_a_new_parameterization_is_one_registered_class(monkeypatch):
     from synthsteer.softsrv.config import SoftPromptConfig
 
     assert set(config.PARAMETERIZATIONS) == set(prompt.PARAMETERIZATIONS)
-    monkeypatch.setattr(prompt, "PARAMETERIZATIONS", dict(prompt.PARAMETERIZATIONS))
+    monkeypatch.setitem(prompt.PARAMETERIZATIONS, "scaled", None)  # the registration is undone after the test
 
     @prompt.register("scaled")
     class Scaled(prompt.SoftPrompt):  # a shared prompt scaled by a function of the context

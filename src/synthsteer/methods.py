@@ -23,6 +23,7 @@ from .data import DataSpec, Record, load_records
 from .engine import Request, Step
 from .errors import SynthsteerError
 from .lm import LM, check_fingerprint
+from .registry import registrar
 
 if TYPE_CHECKING:
     from .generation import GenerateConfig
@@ -32,15 +33,7 @@ METHODS: dict[str, type[Method]] = {}
 _MODULES = ("synthsteer.baselines", "synthsteer.softsrv.method", "synthsteer.steer.method")
 
 
-def register(name: str):
-    """Class decorator: make a method available as `--method name`."""
-
-    def wrap(cls):
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return wrap
+register = registrar(METHODS)  # @register("name"): available as `--method name`
 
 
 @dataclass

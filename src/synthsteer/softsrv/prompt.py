@@ -18,20 +18,13 @@ from torch import nn
 
 from ..artifacts import read_json, write_json
 from ..errors import SynthsteerError
+from ..registry import registrar
 from .config import SoftPromptConfig
 
 PARAMETERIZATIONS: dict[str, type[SoftPrompt]] = {}
 
 
-def register(name: str):
-    """Class decorator: make a parameterization available as `--parameterization name`."""
-
-    def wrap(cls):
-        cls.name = name
-        PARAMETERIZATIONS[name] = cls
-        return cls
-
-    return wrap
+register = registrar(PARAMETERIZATIONS)  # @register("name"): available as `--parameterization name`
 
 
 class SoftPrompt(nn.Module):
