@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import SynthsteerError
+from .options import flag
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Steer a frozen LLM to generate synthetic data that looks like a target dataset.")
@@ -47,10 +48,6 @@ HELP = {
     "near_threshold": "Character-5-gram Jaccard at which a record counts as a near copy.",
     "ngram": "Length in words of a verbatim run that counts as a copy.",
 }
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _help(f: dataclasses.Field) -> str:
@@ -114,7 +111,7 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
                 item = typing.get_args(ann)[0]
                 tuples[f.name] = item
                 ann, default = list[str] if item is str else list[item], list(default)
-            names = [_flag(f.name)] if ann is not bool else [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"]
+            names = [flag(f.name)] if ann is not bool else [f"{flag(f.name)}/--no-{f.name.replace('_', '-')}"]
             text = _help(f)
             opt = typer.Argument(help=text) if f.name in positional else typer.Option(*names, help=text)
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -142,7 +139,7 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
 
 def _bool_param(name: str, help: str) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False,
-                             annotation=Annotated[bool, typer.Option(_flag(name), help=help)])
+                             annotation=Annotated[bool, typer.Option(flag(name), help=help)])
 
 
 def _print_version(value: bool):
