@@ -12,6 +12,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def check_out(path, flag: str = "--out") -> None:
+    """Refuse an output path that cannot become a directory, before any work is done or any file is
+    written: an existing file, a path under a file, a place this user cannot write (a mkdir probe in
+    the nearest existing parent, removed at once: permission bits alone miss /proc and root)."""
+    import tempfile
+
+    from .errors import SynthsteerError
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise SynthsteerError(f"{flag} {path}: exists and is a file, not a directory")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SynthsteerError(f"{flag} {path}: {parent} is a file, so nothing can be created under it")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".synthsteer-probe-"))
+    except OSError as e:
+        raise SynthsteerError(f"{flag} {path}: cannot create anything in {parent} ({e.strerror})") from None
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically: readers see the old file or the new one, never a torn one."""
     path = Path(path)

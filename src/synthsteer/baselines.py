@@ -57,6 +57,8 @@ class Hard(Method):
             self.chat = meta["chat_template"] is not None  # answer the turn the expert was trained on
         source = config.data or (meta["data"]["source"] if meta.get("data") else None)
         self.instruction = config.instruction or meta.get("instruction") or default_instruction(source, self.chat)
+        if config.shots > len(parts.records):
+            raise SynthsteerError(f"--shots {config.shots}: only {len(parts.records)} training examples to draw from")
 
     def settings(self):
         parts = self.parts

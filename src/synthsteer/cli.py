@@ -25,34 +25,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 _state = {"debug": False}
 
 
-# help of the configs not (yet) built from option groups (eval, filter); the rest carry their own
-HELP = {
-    "field": "Row field holding the text (default: the builtin dataset's text field).",
-    "template": "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).",
-    "encoder": "Context encoder: minilm (bundled), lm-mean, or a sentence-transformers id/path.",
-    "device": "auto (CUDA when available), cpu or cuda.",
-    "out": "Output directory.",
-    "label_field": "Label column: eval adds train-on-synthetic/test-on-real classification; generate copies "
-                   "the source example's label into each record.",
-    "seed": "Seed; every random choice derives from it and the record's id.",
-    "real": "Real held-out data to compare with (any data source).",
-    "synthetic": "A synthetic set: a run directory or data source, optionally NAME=PATH (repeat for several).",
-    "train": "The data the generator learned from (enables memorization checks).",
-    "mauve_seeds": "k-means seeds for MAUVE (repeat; at least 3 recommended).",
-    "max_samples": "Use at most this many samples per set (seeded subsample; 0 = all).",
-    "knn_k": "k of the k-NN precision/recall balls.",
-    "run": "Run directory to filter.",
-    "dedup": "Drop records whose normalised text repeats an earlier record.",
-    "decontaminate": "Drop records copying this data source (exact, near-duplicate or a 13-word run).",
-    "min_length": "Drop records with fewer words.",
-    "near_threshold": "Character-5-gram Jaccard at which a record counts as a near copy.",
-    "ngram": "Length in words of a verbatim run that counts as a copy.",
-}
 
 
 def _help(f: dataclasses.Field) -> str:
-    """A field's help: from its option metadata (or the table above), with its choices."""
-    text = f.metadata.get("help") or HELP.get(f.name, "")
+    """A field's help, from its option metadata, with its choices."""
+    text = f.metadata.get("help", "")
     choices = f.metadata.get("choices")
     return f"{text} One of: {', '.join(map(str, choices))}." if choices else text
 

@@ -69,6 +69,14 @@ class DataSpec:
     split: str | None = None
     limit: int | None = None
 
+    def __post_init__(self):
+        if not self.source or not str(self.source).strip():
+            raise SynthsteerError("--data: empty; give a file, a `datasets` directory, a hub name or builtin:NAME")
+        if self.field and self.template:
+            raise SynthsteerError("--field and --template exclude each other: give one")
+        if self.template is not None:
+            _template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
+
     def describe(self) -> str:
         how = f"template {self.template!r}" if self.template else f"field {self.text_field()!r}"
         return f"{self.source} ({how})"
@@ -151,6 +159,8 @@ def _read_parquet(path: Path) -> list[dict]:
 def _read_datasets_dir(path: Path, split: str | None) -> list[dict]:
     import datasets
 
+    if not any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        raise SynthsteerError(f"{path}: a directory, but not a dataset written by `datasets` (save_to_disk)")
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         split = split or ("train" if "train" in ds else next(iter(ds)))
@@ -216,7 +226,27 @@ def load_rows(source: str, split: str | None = None) -> list[dict]:
 
 
 def _template_fields(template: str) -> list[str]:
-    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    """The row fields a template reads. Only plain named fields are allowed: `str.format` would
+    otherwise evaluate attribute and index lookups (`{question.__class__}`) and nested fields."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise SynthsteerError(f"--template {template!r}: not a valid template ({e})") from None
+    names = []
+    for _, name, spec, _ in parts:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise SynthsteerError(f"--template {template!r}: use named fields like {{question}}, not positional ones")
+        if not name.isidentifier():
+            raise SynthsteerError(f"--template {template!r}: {{{name}}} is not a plain field name (no attributes or "
+                                  "indexes)")
+        if spec and "{" in spec:
+            raise SynthsteerError(f"--template {template!r}: nested fields in a format spec are not allowed")
+        names.append(name)
+    if not names:
+        raise SynthsteerError(f"--template {template!r}: names no field (use {{field}})")
+    return names
 
 
 def _row_id(row: dict, id_field: str) -> str | None:
@@ -241,7 +271,19 @@ def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list
         if missing:
             raise SynthsteerError(f"{spec.source}: record {i + 1} has no field {missing[0]!r}; "
                                   f"fields: {', '.join(row)}")
-        text = spec.template.format(**row) if spec.template else str(row[text_field])
+        if spec.template:
+            try:
+                text = spec.template.format(**row)
+            except (ValueError, TypeError) as e:
+                raise SynthsteerError(f"{spec.source}: record {i + 1}: --template {spec.template!r} does not apply "
+                                      f"({e})") from None
+        else:
+            text = row[text_field]
+            if not isinstance(text, str):
+                kind = "null" if text is None else f"a {type(text).__name__}"
+                raise SynthsteerError(f"{spec.source}: record {i + 1}: field {text_field!r} is {kind}, not text")
+        if not text.strip():
+            raise SynthsteerError(f"{spec.source}: record {i + 1}: the text is empty")
         rid = _row_id(row, id_field)
         if rid is None:
             rid = content_id(row)

@@ -16,6 +16,7 @@ import numpy as np
 from ._version import __version__
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
+from .options import Options, option
 from .metrics import SetInputs, compute_metrics, memorization, tstr
 from .runs import read_run
 
@@ -23,7 +24,7 @@ REAL_VS_REAL = "real vs real"
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Options):
     """What `synthsteer eval` / `evaluate()` compares and how.
 
     real: held-out real data (any data source).
@@ -34,19 +35,26 @@ class EvalConfig:
     max_samples: use at most this many samples per set (seeded subsample); 0 = all.
     """
 
-    real: str = "builtin:gsm8k/test"
-    synthetic: tuple[str, ...] = ()
-    out: str = "runs/eval"
-    train: str | None = None
-    field: str | None = None
-    template: str | None = None
-    label_field: str | None = None
-    encoder: str = "minilm"
-    mauve_seeds: tuple[int, ...] = (0, 1, 2)
-    max_samples: int = 0
-    knn_k: int = 3
-    seed: int = 0
-    device: str = "auto"
+    real: str = option("builtin:gsm8k/test", "Real held-out data to compare with (any data source).")
+    synthetic: tuple[str, ...] = option((), "A synthetic set: a run directory or data source, optionally NAME=PATH "
+                                            "(repeat for several).")
+    out: str = option("runs/eval", "Output directory (report.json, report.html).")
+    train: str | None = option(None, "The data the generator learned from (enables memorization checks).")
+    field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
+    template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of "
+                                        "--field).")
+    label_field: str | None = option(None, "Label column: adds train-on-synthetic/test-on-real classification.")
+    encoder: str = option("minilm", "Featurizer: minilm (bundled) or a sentence-transformers id/path.")
+    mauve_seeds: tuple[int, ...] = option((0, 1, 2), "k-means seeds for MAUVE (repeat; at least 3 recommended).")
+    max_samples: int = option(0, "Use at most this many samples per set (seeded subsample; 0 = all).", ge=0)
+    knn_k: int = option(3, "k of the k-NN precision/recall balls.", count=True)
+    seed: int = option(0, "Seed of subsampling and the classifiers.")
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
+
+    def __post_init__(self):
+        if isinstance(self.synthetic, str):  # one set given as a string, not a tuple of its characters
+            object.__setattr__(self, "synthetic", (self.synthetic,))
+        super().__post_init__()
 
 
 @dataclass

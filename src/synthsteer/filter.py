@@ -14,27 +14,29 @@ from ._version import __version__
 from .artifacts import read_json
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
+from .options import Options, option
 from .metrics import copy_scores
 from .runs import RunDir, read_run
 
 
 @dataclass(frozen=True)
-class FilterConfig:
+class FilterConfig(Options):
     """run: the run directory to filter; out: the new run directory.
     dedup: drop records whose normalised text repeats an earlier record's.
     decontaminate: drop records that copy this data source (exact, near-duplicate at
         `near_threshold`, or sharing a `ngram`-word run).
     min_length: drop records with fewer words."""
 
-    run: str = ""
-    out: str = "runs/filtered"
-    dedup: bool = False
-    decontaminate: str | None = None
-    field: str | None = None
-    template: str | None = None
-    min_length: int = 0
-    near_threshold: float = 0.8
-    ngram: int = 13
+    run: str = option("", "Run directory to filter.")
+    out: str = option("runs/filtered", "Output directory (a new run).")
+    dedup: bool = option(False, "Drop records whose normalised text repeats an earlier record.")
+    decontaminate: str | None = option(None, "Drop records copying this data source (exact, near-duplicate or a "
+                                             "13-word run).")
+    field: str | None = option(None, "Row field holding the text of --decontaminate.")
+    template: str | None = option(None, "Text template over the fields of --decontaminate (instead of --field).")
+    min_length: int = option(0, "Drop records with fewer words.", ge=0)
+    near_threshold: float = option(0.8, "Character-5-gram Jaccard at which a record counts as a near copy.", gt=0, le=1)
+    ngram: int = option(13, "Length in words of a verbatim run that counts as a copy.", count=True)
 
 
 def filter_run(config: FilterConfig) -> dict:

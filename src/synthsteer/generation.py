@@ -77,12 +77,14 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
     """Write (or complete) the run directory `config.out` with `config.n` records."""
     from tqdm.auto import tqdm
 
+    from .artifacts import check_out
     from .engine import TransformersEngine
     from .methods import build_method
     from .prompts import stop_token_ids
     from .randomness import sample_key
     from .runs import RunDir, read_run
 
+    check_out(config.out)
     method = build_method(config, lm)
     lm = method.lm
     engine = TransformersEngine(method.models)

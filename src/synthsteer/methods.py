@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .artifacts import read_json, sha256_file
+from .artifacts import read_json
 from .data import DataSpec, Record, load_records
 from .engine import Request, Step
 from .errors import SynthsteerError
@@ -139,8 +139,7 @@ def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Ex
     from .steer.expert import load_expert
 
     if lora_meta is not None:
-        model, meta = load_expert(config.expert, base)
-        meta["sha256"] = sha256_file(Path(config.expert) / "adapter_model.safetensors")
+        model, meta = load_expert(config.expert, base)  # meta["sha256"]: the adapter's, verified
         return Expert(model, "lora", meta)
     full = config.load_lm(config.expert)
     if full.embed.weight.shape[0] != base.embed.weight.shape[0]:

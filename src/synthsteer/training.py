@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_dir, read_json, write_json
+from .artifacts import atomic_dir, check_out, read_json, write_json
 from .errors import SynthsteerError
 from .options import TrainConfig  # noqa: F401  (the shared training options, re-exported)
 
@@ -165,6 +165,7 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, final_ratio: float =
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool, finished_marker: str) -> bool:
     """Check the output directory before training; True when a resumed run had already finished."""
+    check_out(out)
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to replace it")
     if overwrite and not resume:

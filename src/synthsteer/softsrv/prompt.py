@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..artifacts import read_json, write_json
+from ..artifacts import read_json, sha256_file, write_json
 from ..errors import SynthsteerError
 from ..registry import registrar
 from .config import SoftPromptConfig
@@ -71,7 +71,9 @@ class SoftPrompt(nn.Module):
         tmp = folder / "prompt.safetensors.tmp"
         save_file(tensors, str(tmp), metadata={"format": "synthsteer-softprompt"})
         tmp.replace(folder / "prompt.safetensors")
-        write_json(folder / "config.json", {"softprompt": asdict(self.config), **meta})
+        # the weights' sha256, checked on every load: a torn or edited file is refused, not used
+        write_json(folder / "config.json", {"softprompt": asdict(self.config), **meta,
+                                            "weights_sha256": sha256_file(folder / "prompt.safetensors")})
 
 
 @register("nsp")
@@ -142,11 +144,36 @@ class PerTokenMLP(SoftPrompt):
 
 
 def load_soft_prompt(folder: str | Path) -> tuple[SoftPrompt, dict]:
-    """A trained soft prompt and its metadata (LM fingerprint, encoder, data, training args)."""
+    """A trained soft prompt and its metadata (LM fingerprint, encoder, data, training args); every
+    way the directory can be damaged is a one-line error naming it."""
     folder = Path(folder)
-    if not (folder / "prompt.safetensors").exists() or not (folder / "config.json").exists():
-        raise SynthsteerError(f"--prompt {folder}: not a soft-prompt directory (needs prompt.safetensors and config.json)")
-    meta = read_json(folder / "config.json")
-    prompt = SoftPrompt(SoftPromptConfig(**meta["softprompt"]))
-    prompt.load_state_dict(load_file(str(folder / "prompt.safetensors")))
+    where = f"--prompt {folder}"
+    weights = folder / "prompt.safetensors"
+    if not weights.is_file() or not (folder / "config.json").is_file():
+        raise SynthsteerError(f"{where}: not a soft-prompt directory (needs prompt.safetensors and config.json)")
+    try:
+        meta = read_json(folder / "config.json")
+    except (ValueError, UnicodeDecodeError):
+        raise SynthsteerError(f"{where}: config.json is not valid JSON") from None
+    missing = [k for k in ("softprompt", "lm", "data", "encoder") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise SynthsteerError(f"{where}: config.json lacks {missing[0]!r}")
+    try:
+        config = SoftPromptConfig(**meta["softprompt"])
+    except TypeError as e:
+        raise SynthsteerError(f"{where}: config.json's softprompt entry is not valid ({e})") from None
+    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
+        raise SynthsteerError(f"{where}: prompt.safetensors does not match the sha256 config.json records "
+                              "(torn or edited)")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error type, and OSError for short files
+        raise SynthsteerError(f"{where}: prompt.safetensors is not a readable safetensors file "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    prompt = SoftPrompt(config)
+    try:
+        prompt.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise SynthsteerError(f"{where}: prompt.safetensors does not fit the shape config.json records "
+                              f"({str(e).splitlines()[-1].strip()})") from None
     return prompt, meta

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
-from ..artifacts import read_json, write_json
+from ..artifacts import read_json, sha256_file, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint
@@ -45,9 +45,12 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     instruction = config.instruction if config.instruction is not None else default_instruction(config.data, chat)
     examples = tokenize_examples(lm, [r.text for r in records], config.max_length)
     torch.manual_seed(config.seed)
-    peft_model = get_peft_model(lm.model, LoraConfig(r=config.r, lora_alpha=config.alpha,
-                                                     lora_dropout=config.dropout,
-                                                     target_modules=config.target_modules, task_type="CAUSAL_LM"))
+    try:
+        peft_model = get_peft_model(lm.model, LoraConfig(r=config.r, lora_alpha=config.alpha,
+                                                         lora_dropout=config.dropout,
+                                                         target_modules=config.target_modules, task_type="CAUSAL_LM"))
+    except ValueError as e:
+        raise SynthsteerError(f"--target-modules {config.target_modules}: {str(e).splitlines()[0]}") from None
     peft_model.train()  # LoRA dropout on; the base weights stay frozen
     expert = LM(lm.name, peft_model, lm.tokenizer, lm.device)
     prompt = torch.tensor(prompt_ids(lm.tokenizer, instruction, chat), device=lm.device)
@@ -74,6 +77,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     peft_model.eval()
     meta.update(result, steps=config.steps)
     peft_model.save_pretrained(out)
+    meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
     write_json(out / META, meta)  # written last: its presence marks a finished expert
     shutil.rmtree(out / "train_state", ignore_errors=True)
     return out
@@ -89,6 +93,10 @@ def load_expert(path: str, base: LM):
         raise SynthsteerError(f"--expert {path}: not an expert directory written by `synthsteer expert`")
     meta = read_json(folder / META)
     check_fingerprint(meta["lm"], base.fingerprint(), f"--expert {path}")
+    meta["sha256"] = sha256_file(folder / "adapter_model.safetensors")
+    if meta.get("weights_sha256") and meta["sha256"] != meta["weights_sha256"]:
+        raise SynthsteerError(f"--expert {path}: adapter_model.safetensors does not match the sha256 {META} "
+                              "records (torn or edited)")
     model = PeftModel.from_pretrained(base.model, str(folder))
     model.eval()
     model.requires_grad_(False)
