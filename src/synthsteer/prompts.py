@@ -24,7 +24,7 @@ class HardPromptOptions(Options):
     """The hard-prompt baseline's settings (also STEER's generation prompt with an expert)."""
 
     expert: str | None = option(None, "Sample from this expert: a directory from `synthsteer expert` (LoRA) or a "
-                                      "full fine-tuned model id/path.")
+                                      "full fine-tuned model id/path.", nonempty=True)
     instruction: str | None = option(None, "The hard prompt; default: the task's instruction (see the README).")
     shots: int = option(0, "Seeded random training examples put in the hard prompt (few-shot).", ge=0)
     chat_template: str = option("auto", "auto: wrap hard prompts in the tokenizer's chat template (as a user turn) "

@@ -36,7 +36,7 @@ class SoftPromptConfig:
 class SoftSRVOptions(Options):
     """Sampling from a trained soft prompt (`--method softsrv`, and SoftSRV + STEER)."""
 
-    prompt: str | None = option(None, "Soft-prompt directory written by `synthsteer fit`.")
+    prompt: str | None = option(None, "Soft-prompt directory written by `synthsteer fit`.", nonempty=True)
     context_noise: float = option(0.0, "Gaussian noise on each context, relative to its norm (more novelty).", ge=0)
     context_mix: float = option(0.0, "Mix in up to this share of another example's context (more novelty).", ge=0, le=1)
     label_field: str | None = option(None, "Copy this field of the example whose context seeded a record into the "
@@ -47,7 +47,7 @@ class SoftSRVOptions(Options):
 class FitConfig(TrainConfig):
     """Everything `synthsteer fit` / `fit_soft_prompt` needs; the CLI flags map one to one."""
 
-    out: str = option("runs/prompt", "Output directory (the soft prompt).")
+    out: str = option("runs/prompt", "Output directory (the soft prompt).", nonempty=True)
     encoder: str = option("minilm", "Context encoder: minilm (bundled), lm-mean, or a sentence-transformers id/path.")
     parameterization: str = option("mc", "Soft prompt: nsp (shared), mp (mixture of bases), mc (per-token MLPs).",
                                    choices=PARAMETERIZATIONS)

@@ -34,7 +34,7 @@ class ExpertConfig(TrainConfig):
     the paper used r 64, alpha 16, dropout 0.1, lr 2e-4, batch 16, 512 tokens, ~1000 steps.
     """
 
-    out: str = option("runs/expert", "Output directory (the LoRA expert).")
+    out: str = option("runs/expert", "Output directory (the LoRA expert).", nonempty=True)
     steps: int = option(200, "Optimizer steps.", count=True)
     lr: float = option(1e-3, "Peak learning rate (AdamW).", gt=0)
     warmup: int = option(20, "Linear warmup steps.", ge=0)
