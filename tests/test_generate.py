@@ -127,3 +127,17 @@ def test_label_field_copies_the_source_label(lm_dir, tmp_path):
     with pytest.raises(SynthsteerError, match="--label-field colour: not a field"):
         generate(GenerateConfig(out=str(tmp_path / "run2"), prompt=str(prompt), n=2, label_field="colour",
                                 device="cpu"), progress=False)
+
+
+def test_two_writers_on_one_run_one_is_refused(prompt_dir, tmp_path):
+    import fcntl
+
+    out = tmp_path / "locked"
+    generate(_config(prompt_dir, out, n=2), progress=False)
+    before = (out / "records-00000.jsonl").read_bytes()
+    with open(out / ".lock", "a+") as other:  # another process holding the run
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SynthsteerError, match="another process is writing this run right now"):
+            generate(_config(prompt_dir, out, n=4), progress=False)
+    assert (out / "records-00000.jsonl").read_bytes() == before  # nothing written, nothing repaired
+    assert len(read_run(generate(_config(prompt_dir, out, n=4), progress=False))) == 4  # free again

@@ -77,4 +77,5 @@ def filter_run(config: FilterConfig) -> dict:
     run.append(keep)
     summary = {"input": len(records), "kept": len(keep), **dropped}
     run.finish(filter_summary=summary)
+    run.close()
     return summary

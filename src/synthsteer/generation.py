@@ -93,37 +93,40 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
                 "seed": config.seed, **method.settings()}
     run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
                                              "config": asdict(config)})
-    if run.ids:  # a resumed run: what was written before joins the negative pool, in index order
-        method.written(read_run(run.path))
-    eos = stop_token_ids(lm.tokenizer, lm.model)
+    try:
+        if run.ids:  # a resumed run: what was written before joins the negative pool, in index order
+            method.written(read_run(run.path))
+        eos = stop_token_ids(lm.tokenizer, lm.model)
 
-    def rid(i: int) -> str:
-        return f"{run.hash[:8]}-{i:07d}"
+        def rid(i: int) -> str:
+            return f"{run.hash[:8]}-{i:07d}"
 
-    todo = [i for i in range(config.n) if rid(i) not in run.ids]
-    bar = tqdm(total=config.n, initial=config.n - len(todo), desc=f"generate {config.method}", unit="sample",
-               disable=not progress)
-    t0, new_tokens = time.time(), 0
-    # fixed index blocks: a resumed run decodes exactly the batches an uninterrupted one would
-    for start in range(0, config.n, config.batch_size):
-        block = [i for i in range(start, min(start + config.batch_size, config.n)) if rid(i) not in run.ids]
-        if not block:
-            continue
-        keys = [sample_key(config.seed, i) for i in block]
-        requests, prov = method.requests(block, keys)
-        results = engine.run(requests, method.step(), config.sampling, eos)
-        texts = lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
-        records = [{
-            "id": rid(i), "index": i, "text": text.strip(), "num_tokens": len(res.tokens), "finish": res.finish,
-            **({config.label_field: p.pop("label")} if config.label_field else {}),
-            "provenance": {"method": config.method, "seed": config.seed, "key": key,
-                           "settings_hash": run.hash, **p},
-        } for i, text, res, key, p in zip(block, texts, results, keys, prov)]
-        run.append(records)
-        method.written(records)
-        new_tokens += sum(len(r.tokens) for r in results)
-        bar.update(len(block))
-        bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):.0f}")
-    bar.close()
-    run.finish(n_requested=config.n)
+        todo = [i for i in range(config.n) if rid(i) not in run.ids]
+        bar = tqdm(total=config.n, initial=config.n - len(todo), desc=f"generate {config.method}", unit="sample",
+                   disable=not progress)
+        t0, new_tokens = time.time(), 0
+        # fixed index blocks: a resumed run decodes exactly the batches an uninterrupted one would
+        for start in range(0, config.n, config.batch_size):
+            block = [i for i in range(start, min(start + config.batch_size, config.n)) if rid(i) not in run.ids]
+            if not block:
+                continue
+            keys = [sample_key(config.seed, i) for i in block]
+            requests, prov = method.requests(block, keys)
+            results = engine.run(requests, method.step(), config.sampling, eos)
+            texts = lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
+            records = [{
+                "id": rid(i), "index": i, "text": text.strip(), "num_tokens": len(res.tokens), "finish": res.finish,
+                **({config.label_field: p.pop("label")} if config.label_field else {}),
+                "provenance": {"method": config.method, "seed": config.seed, "key": key,
+                               "settings_hash": run.hash, **p},
+            } for i, text, res, key, p in zip(block, texts, results, keys, prov)]
+            run.append(records)
+            method.written(records)
+            new_tokens += sum(len(r.tokens) for r in results)
+            bar.update(len(block))
+            bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):.0f}")
+        bar.close()
+        run.finish(n_requested=config.n)
+    finally:
+        run.close()
     return run.path

@@ -62,9 +62,10 @@ class RunDir:
                               if old.get("settings", {}).get(k) != settings.get(k))
                 raise SynthsteerError(f"--out {self.path}: this run was made with other settings "
                                       f"(differs in {', '.join(diff) or 'version'}); use a new --out")
-        elif self.path.exists() and any(self.path.iterdir()):
+        elif self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir()):
             raise SynthsteerError(f"--out {self.path}: exists and is not a synthsteer run directory")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.path)
         self.manifest = {"settings": settings, "settings_hash": self.hash, **(info or {})}
         write_json(manifest_path, self.manifest)
         self.shards = sorted(self.path.glob("records-*.jsonl"))
@@ -93,6 +94,26 @@ class RunDir:
     def finish(self, **info) -> None:
         self.manifest.update(info, records=len(self.ids))
         write_json(self.path / "manifest.json", self.manifest)
+
+    def close(self) -> None:
+        """Release the run's lock (also released by the OS when the process dies, kill -9 included)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _lock(path: Path):
+    """An exclusive lock on the run directory, so that two writers never append to one run."""
+    import fcntl
+
+    f = open(path / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SynthsteerError(f"--out {path}: another process is writing this run right now; wait for it, "
+                              "or use another --out") from None
+    return f
 
 
 def read_run(path: str | Path) -> list[dict]:
