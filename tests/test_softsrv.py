@@ -145,3 +145,47 @@ def test_prompt_refuses_another_lm(lm_dir, small_jsonl, tmp_path):
         generate(GenerateConfig(out=str(tmp_path / "run"), prompt=str(out), model=str(tmp_path / "other"), n=2,
                                 device="cpu"), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(lm_dir, small_jsonl, tmp_path):
+    out = fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=2), progress=False)
+    before = (out / "prompt.safetensors").read_bytes()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(SynthsteerError, match="the dataset is empty"):
+        fit_soft_prompt(_fit_config(lm_dir, empty, out, steps=2), overwrite=True, progress=False)
+    assert (out / "prompt.safetensors").read_bytes() == before  # refused before anything was removed
+    fit_soft_prompt(_fit_config(lm_dir, small_jsonl, out, steps=3), overwrite=True, progress=False)
+    assert (out / "prompt.safetensors").read_bytes() != before and len(load_soft_prompt(out)[1]["loss_history"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "p"]  # no .new or .old left behind
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(SynthsteerError, match="not a directory synthsteer wrote; refusing to replace it"):
+        fit_soft_prompt(_fit_config(lm_dir, small_jsonl, notes), overwrite=True, progress=False)
+    assert (notes / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("change, flag", [({"lr": 0.05}, "--lr 0.03, not 0.05"),
+                                          ({"prompt_length": 5}, "--prompt-length 8, not 5")])
+def test_resume_with_other_settings_is_refused(lm_dir, small_jsonl, tmp_path, monkeypatch, change, flag):
+    import synthsteer.softsrv.fit as fit_mod
+
+    cfg = _fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=6, save_every=2)
+    real, calls = fit_mod.example_loss, {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(fit_mod, "example_loss", dies)
+    with pytest.raises(KeyboardInterrupt):
+        fit_soft_prompt(cfg, progress=False)
+    monkeypatch.setattr(fit_mod, "example_loss", real)
+    assert (tmp_path / "p" / "train_state").exists()
+    with pytest.raises(SynthsteerError, match=f"--resume: .* was trained with {flag}"):
+        fit_soft_prompt(FitConfig(**{**cfg.__dict__, **change}), resume=True, progress=False)
+    out = fit_soft_prompt(FitConfig(**{**cfg.__dict__, "save_every": 3}), resume=True, progress=False)
+    assert len(load_soft_prompt(out)[1]["loss_history"]) == 6

@@ -13,10 +13,11 @@ positions that predict an example token reach the LM head.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from .artifacts import atomic_dir, check_out, read_json, write_json
 from .errors import SynthsteerError
-from .options import TrainConfig  # noqa: F401  (the shared training options, re-exported)
+from .options import TrainConfig, flag  # noqa: F401  (TrainConfig: the shared training options, re-exported)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -163,14 +164,57 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, final_ratio: float =
     return lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def prepare_out(out: Path, *, resume: bool, overwrite: bool, finished_marker: str) -> bool:
-    """Check the output directory before training; True when a resumed run had already finished."""
+@dataclass
+class Output:
+    """Where a training run writes (`work`) and where its result ends up (`final`). They differ only
+    with --overwrite: the new result is built beside the old one and swapped in once complete, so a
+    failed or interrupted run never costs the old result."""
+
+    final: Path
+    work: Path
+    finished: bool = False  # a resumed run that had already finished: nothing to do
+
+    def commit(self) -> None:
+        if self.work != self.final:
+            old = self.final.with_name(self.final.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.final, old)
+            os.replace(self.work, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare_out(out: Path, config, *, resume: bool, overwrite: bool, meta_file: str, meta_key: str) -> Output:
+    """Check the output directory before any work.
+
+    `meta_file` is the JSON a finished result (and every checkpoint) holds, `meta_key` the entry of
+    it that records the run's config: a resume with other settings is refused, naming the first one
+    that differs; --overwrite refuses a directory synthsteer did not write."""
     check_out(out)
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to replace it")
-    if overwrite and not resume:
-        shutil.rmtree(out, ignore_errors=True)
-    return resume and (out / finished_marker).exists() and not (out / "train_state").exists()
+    state = out / "train_state"
+    ours = (out / meta_file).exists() or (state / meta_file).exists()
+    if out.exists() and any(out.iterdir()):
+        if not (resume or overwrite):
+            raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to "
+                                  "replace it")
+        if not ours:
+            raise SynthsteerError(f"--out {out}: not a directory synthsteer wrote; refusing to "
+                                  f"{'resume' if resume else 'replace'} it")
+    if resume and ours:
+        recorded = read_json(state / meta_file if (state / meta_file).exists() else out / meta_file).get(meta_key, {})
+        now = asdict(config)
+        for name, value in now.items():
+            if name not in RESUMABLE and name in recorded and recorded[name] != value:
+                raise SynthsteerError(f"--resume: {out} was trained with {flag(name)} {recorded[name]}, not {value}; "
+                                      "resume with the same settings, or pass --overwrite")
+        return Output(out, out, finished=(out / meta_file).exists() and not state.exists())
+    if overwrite and ours:
+        work = out.with_name(out.name + ".new")
+        shutil.rmtree(work, ignore_errors=True)
+        return Output(out, work)
+    return Output(out, out)
+
+
+RESUMABLE = ("device", "save_every", "out")  # settings a resume may change: they do not change the result
 
 
 def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],

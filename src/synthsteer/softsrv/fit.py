@@ -35,9 +35,11 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         progress: show a progress bar with loss and tokens/s.
         lm: an already loaded LM to use instead of loading `config.model`.
     """
-    out = Path(config.out)
-    if prepare_out(out, resume=resume, overwrite=overwrite, finished_marker="prompt.safetensors"):
-        return out  # finished earlier: nothing left to do
+    target = prepare_out(Path(config.out), config, resume=resume, overwrite=overwrite, meta_file="config.json",
+                         meta_key="fit")
+    if target.finished:
+        return target.final  # finished earlier: nothing left to do
+    out = target.work
 
     spec = config.data_spec()
     records = load_records(spec)
@@ -71,4 +73,5 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         progress=progress, prefix_tokens=config.prompt_length)
     prompt.save(out, {**meta, **result, "steps": config.steps})
     shutil.rmtree(out / "train_state", ignore_errors=True)
-    return out
+    target.commit()
+    return target.final

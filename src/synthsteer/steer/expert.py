@@ -34,9 +34,11 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    out = Path(config.out)
-    if prepare_out(out, resume=resume, overwrite=overwrite, finished_marker=META):
-        return out
+    target = prepare_out(Path(config.out), config, resume=resume, overwrite=overwrite, meta_file=META,
+                         meta_key="expert")
+    if target.finished:
+        return target.final
+    out = target.work
     spec = config.data_spec()
     records = load_records(spec)
     lm = lm or config.load_lm()
@@ -80,7 +82,8 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
     write_json(out / META, meta)  # written last: its presence marks a finished expert
     shutil.rmtree(out / "train_state", ignore_errors=True)
-    return out
+    target.commit()
+    return target.final
 
 
 def load_expert(path: str, base: LM):
