@@ -94,8 +94,9 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
     run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
                                              "config": asdict(config)})
     try:
-        if run.ids:  # a resumed run: what was written before joins the negative pool, in index order
-            method.written(read_run(run.path))
+        # a resumed run: what is on disk, by index; each block joins STEER's negative pool only once
+        # it is complete, with its records in index order, as in an uninterrupted run
+        on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
         eos = stop_token_ids(lm.tokenizer, lm.model)
 
         def rid(i: int) -> str:
@@ -107,8 +108,11 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
         t0, new_tokens = time.time(), 0
         # fixed index blocks: a resumed run decodes exactly the batches an uninterrupted one would
         for start in range(0, config.n, config.batch_size):
-            block = [i for i in range(start, min(start + config.batch_size, config.n)) if rid(i) not in run.ids]
+            indices = range(start, min(start + config.batch_size, config.n))
+            done = [on_disk[i] for i in indices if i in on_disk and on_disk[i]["id"] == rid(i)]
+            block = [i for i in indices if rid(i) not in run.ids]
             if not block:
+                method.written(done)
                 continue
             keys = [sample_key(config.seed, i) for i in block]
             requests, prov = method.requests(block, keys)
@@ -121,7 +125,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
                                "settings_hash": run.hash, **p},
             } for i, text, res, key, p in zip(block, texts, results, keys, prov)]
             run.append(records)
-            method.written(records)
+            method.written(sorted(done + records, key=lambda r: r["index"]))
             new_tokens += sum(len(r.tokens) for r in results)
             bar.update(len(block))
             bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):.0f}")
