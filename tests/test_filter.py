@@ -44,3 +44,22 @@ def test_filter_refuses_to_overwrite_its_input(tmp_path):
     run = _run(tmp_path / "run", ["a b c"])
     with pytest.raises(SynthsteerError, match="--out must differ"):
         filter_run(FilterConfig(run=str(run), out=str(run)))
+
+
+def test_unfinished_run_and_duplicate_ids_are_reported_and_deduplicated(tmp_path, capsys):
+    import json
+
+    from synthsteer.filter import FilterConfig, filter_run
+    from synthsteer.runs import RunDir
+
+    run = RunDir(tmp_path / "run", {"method": "plain"}, info={"n_requested": 5})
+    recs = [{"id": f"r{i}", "index": i, "text": f"sample number {i} here"} for i in range(3)]
+    run.append(recs)
+    run.close()
+    with open(tmp_path / "run" / "records-00000.jsonl", "a") as f:  # a duplicate line, as a broken merge leaves
+        f.write(json.dumps(recs[1]) + "\n")
+    summary = filter_run(FilterConfig(run=str(tmp_path / "run"), out=str(tmp_path / "out")))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {tmp_path / 'run'}: 1 duplicate ids (kept the first of each); unfinished: 3 of 5 "
+                   "records (rerun its generate command to complete it)"]
+    assert summary["input"] == 3 and summary["kept"] == 3

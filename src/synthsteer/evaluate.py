@@ -18,7 +18,7 @@ from .data import DataSpec, load_records
 from .errors import SynthsteerError
 from .options import Options, option
 from .metrics import SetInputs, compute_metrics, memorization, tstr
-from .runs import read_run
+from .runs import checked_records
 
 REAL_VS_REAL = "real vs real"
 
@@ -81,7 +81,7 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
     if (path / "manifest.json").exists():
         from .artifacts import read_json
 
-        records = read_run(path)
+        records = checked_records(path)
         if not records:
             raise SynthsteerError(f"--synthetic {src}: the run holds no records")
         labels = None

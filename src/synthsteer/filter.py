@@ -16,7 +16,7 @@ from .data import DataSpec, load_records
 from .errors import SynthsteerError
 from .options import Options, option
 from .metrics import copy_scores
-from .runs import RunDir, read_run
+from .runs import RunDir, checked_records
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def filter_run(config: FilterConfig) -> dict:
         raise SynthsteerError("filter needs the run directory to filter")
     if Path(config.out).resolve() == Path(config.run).resolve():
         raise SynthsteerError("--out must differ from the run being filtered")
-    records = read_run(config.run)
+    records = checked_records(config.run)
     dropped = {"too_short": 0, "duplicate": 0, "contaminated": 0}
     keep = []
     for r in records:

@@ -130,3 +130,25 @@ def read_run(path: str | Path) -> list[dict]:
                 except json.JSONDecodeError:
                     raise SynthsteerError(f"{shard}:{lineno}: malformed record line") from None
     return sorted(records, key=lambda r: r.get("index", 0))
+
+
+def checked_records(path: str | Path) -> list[dict]:
+    """`read_run` for readers of a finished run (eval, filter): one warning line when the run is
+    unfinished (fewer records than it was asked for) or holds an id twice; one record per id."""
+    import sys
+
+    records = read_run(path)
+    n = read_json(Path(path) / "manifest.json").get("n_requested")
+    seen, unique = set(), []
+    for r in records:  # the first record of each id, in index order
+        if r["id"] not in seen:
+            seen.add(r["id"])
+            unique.append(r)
+    problems = []
+    if len(unique) < len(records):
+        problems.append(f"{len(records) - len(unique)} duplicate ids (kept the first of each)")
+    if n is not None and len(unique) < n:
+        problems.append(f"unfinished: {len(unique)} of {n} records (rerun its generate command to complete it)")
+    if problems:
+        print(f"warning: {path}: {'; '.join(problems)}", file=sys.stderr)
+    return unique
