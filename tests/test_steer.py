@@ -212,12 +212,13 @@ def test_expert_resume_equals_uninterrupted(lm_dir, small_jsonl, tmp_path, monke
     assert a == pytest.approx(b, abs=1e-4)
 
 
-def test_steer_resumed_after_a_partly_written_block_is_identical(expert_dir, small_jsonl, tmp_path):
+@pytest.mark.parametrize("kept", [1, 3, 5])
+def test_steer_resumed_after_a_partly_written_block_is_identical(expert_dir, small_jsonl, tmp_path, kept):
     full = read_run(_gen(expert_dir, small_jsonl, tmp_path / "full"))
     cut = _gen(expert_dir, small_jsonl, tmp_path / "cut")
     shard = cut / "records-00000.jsonl"
     lines = shard.read_text().splitlines(keepends=True)
-    shard.write_text("".join(lines[:3]))  # block 0 whole, block 1 (records 2, 3) half on disk: killed mid-block
+    shard.write_text("".join(lines[:kept]))  # blocks of 2: a kill inside block 0, 1 or 2, half of it on disk
     resumed = read_run(_gen(expert_dir, small_jsonl, tmp_path / "cut"))
     assert [(r["id"], r["text"], r["provenance"]["negative_ids"]) for r in resumed] == \
         [(r["id"], r["text"], r["provenance"]["negative_ids"]) for r in full]
