@@ -94,7 +94,7 @@ def encode_cached(encoder, texts: list[str], *, cache_dir: Path | None = None, p
             return emb
     emb = encoder.encode(texts, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: DDP ranks may embed the same texts at once
     save_file({"embeddings": emb.contiguous()}, str(tmp))
     os.replace(tmp, path)
     return emb

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,10 @@ def resolve_model(name: str, *, progress: bool = True) -> tuple[str, dict | None
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun / accelerate launch each process takes its own GPU
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SynthsteerError(f"--device {device}: CUDA is not available on this machine")
     if device != "cpu" and not device.startswith("cuda"):

@@ -131,6 +131,41 @@ def example_loss(lm, prefix: torch.Tensor | None, examples: list[list[int]]) -> 
     return nll, int(targets.sum())
 
 
+# ---------------------------------------------------------------- data parallelism
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size): under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) the process group is
+    initialised once (NCCL on GPUs, gloo on CPUs); (0, 1) in a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def barrier() -> None:
+    if distributed()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
+    """Sum `tensors` over the ranks, in place, as one flat buffer (one collective per step)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset: offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
 # ---------------------------------------------------------------- schedule and optimizer state
 
 
@@ -232,9 +267,15 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         save_weights, load_weights: write / read the trainable weights in a checkpoint directory.
         resume: continue from `state_dir` when it holds a checkpoint.
         prefix_tokens: extra tokens each example costs (a soft prompt), for tokens/s.
+
+    Under torchrun / accelerate launch, every rank takes its share of each micro-batch and the
+    trainable parameters' gradients are summed over the ranks before the step: the same update as
+    one process with the same global batch. Rank 0 alone writes checkpoints.
     """
     from tqdm.auto import tqdm
 
+    rank, world = distributed()
+    barrier()  # every rank has prepared its output before rank 0 writes anything
     s = settings
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     start, history = 0, []
@@ -247,20 +288,29 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     order = ExampleOrder(lengths, s.batch_size, s.seed)
     amp = autocast_dtype(s.precision, device)
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
-    bar = tqdm(range(start, s.steps), initial=start, total=s.steps, desc=desc, disable=not progress)
+    bar = tqdm(range(start, s.steps), initial=start, total=s.steps, desc=desc, disable=not progress or rank > 0)
     t0, tokens, loss_ema = time.time(), 0, None
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=s.lr, warmup=s.warmup, total=s.steps)
         micro = [order.batch(step * s.grad_accum + m) for m in range(s.grad_accum)]
         n_tokens = sum(lengths[i] for idx in micro for i in idx)
-        step_nll = 0.0
+        step_nll = torch.zeros((), dtype=torch.float64, device=device)
         for idx in micro:
+            mine = idx[rank::world]
+            if not mine:
+                continue
             with autocast:
-                nll, _ = batch_loss(idx)
-            (nll / n_tokens).backward()  # mean over every token of the step, across micro-batches
-            step_nll += nll.item()
-        loss = step_nll / n_tokens
+                nll, _ = batch_loss(mine)
+            (nll / n_tokens).backward()  # mean over every token of the step, across micro-batches and ranks
+            step_nll += nll.detach().double()
+        if world > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            all_reduce_sum([p.grad for p in params])
+            all_reduce_sum([step_nll])
+        loss = step_nll.item() / n_tokens
         if not torch.isfinite(torch.tensor(loss)):
             raise SynthsteerError(f"{desc}: the loss became {loss} at step {step}; lower --lr "
                                   f"(now {s.lr}) or --max-grad-norm (now {s.max_grad_norm})")
@@ -271,7 +321,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         history.append(round(loss, 5))
         bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
-        if (step + 1) % s.save_every == 0 and step + 1 < s.steps:
+        if (step + 1) % s.save_every == 0 and step + 1 < s.steps and rank == 0:
             with atomic_dir(state_dir) as tmp:
                 save_weights(tmp)
                 save_optimizer(opt, tmp / "optimizer.safetensors")

@@ -19,7 +19,7 @@ from .._version import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
-from ..training import example_loss, prepare_out, tokenize_examples, train_loop
+from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
@@ -71,7 +71,9 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
         load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
         progress=progress, prefix_tokens=config.prompt_length)
-    prompt.save(out, {**meta, **result, "steps": config.steps})
-    shutil.rmtree(out / "train_state", ignore_errors=True)
-    target.commit()
+    if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
+        prompt.save(out, {**meta, **result, "steps": config.steps})
+        shutil.rmtree(out / "train_state", ignore_errors=True)
+        target.commit()
+    barrier()
     return target.final

@@ -13,7 +13,7 @@ from ..artifacts import read_json, sha256_file, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint
-from ..training import example_loss, prepare_out, tokenize_examples, train_loop
+from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
 from .config import ExpertConfig
 
@@ -78,11 +78,13 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt))
     peft_model.eval()
     meta.update(result, steps=config.steps)
-    peft_model.save_pretrained(out)
-    meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
-    write_json(out / META, meta)  # written last: its presence marks a finished expert
-    shutil.rmtree(out / "train_state", ignore_errors=True)
-    target.commit()
+    if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
+        peft_model.save_pretrained(out)
+        meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
+        write_json(out / META, meta)  # written last: its presence marks a finished expert
+        shutil.rmtree(out / "train_state", ignore_errors=True)
+        target.commit()
+    barrier()
     return target.final
 
 
