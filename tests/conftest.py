@@ -10,6 +10,21 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))  # tools/pretrain_t
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def interrupt_on_call(monkeypatch, module, name: str, n: int):
+    """Make `module.name` raise KeyboardInterrupt on its n-th call (an interruption at a known point);
+    returns the real function, to put back with monkeypatch.setattr before resuming."""
+    real, calls = getattr(module, name), {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, interrupted)
+    return real
+
+
 def tiny_config(kind: str, vocab: int = 96):
     """A tiny random config of a real architecture (no weights to download)."""
     from transformers import GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config

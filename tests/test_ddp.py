@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import interrupt_on_call
 import torch
 from safetensors.torch import load_file
 
@@ -40,15 +41,7 @@ def test_resume_under_torchrun_continues_a_checkpoint(lm_dir, small_jsonl, tmp_p
     full = subprocess.run([sys.executable, "-m", "synthsteer.cli", *_fit_args(lm_dir, small_jsonl, tmp_path / "full")],
                           capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-2000:]
-    real, calls = fit_mod.example_loss, {"n": 0}
-
-    def dies(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(fit_mod, "example_loss", dies)
+    interrupt_on_call(monkeypatch, fit_mod, "example_loss", 3)
     with pytest.raises(SystemExit):
         main(args)  # killed in step 3, after the checkpoint of step 2
     assert (tmp_path / "p" / "train_state" / "state.json").exists()

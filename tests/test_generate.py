@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from conftest import interrupt_on_call
 
 from synthsteer.cli import main
 from synthsteer.errors import SynthsteerError
@@ -51,15 +52,7 @@ def test_interrupted_generate_resumes_to_identical_records(prompt_dir, tmp_path,
     full = generate(_config(prompt_dir, tmp_path / "full"), progress=False)
     import synthsteer.engine as eng
 
-    real, calls = eng.decode_full, {"n": 0}
-
-    def dies_on_third_batch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(eng, "decode_full", dies_on_third_batch)
+    real = interrupt_on_call(monkeypatch, eng, "decode_full", 3)
     with pytest.raises(KeyboardInterrupt):
         generate(_config(prompt_dir, tmp_path / "cut"), progress=False)
     assert len(read_run(tmp_path / "cut")) == 8

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import interrupt_on_call
 
 from synthsteer.data import load_records
 from synthsteer.errors import SynthsteerError
@@ -172,15 +173,7 @@ def test_resume_with_other_settings_is_refused(lm_dir, small_jsonl, tmp_path, mo
     import synthsteer.softsrv.fit as fit_mod
 
     cfg = _fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=6, save_every=2)
-    real, calls = fit_mod.example_loss, {"n": 0}
-
-    def dies(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(fit_mod, "example_loss", dies)
+    real = interrupt_on_call(monkeypatch, fit_mod, "example_loss", 4)
     with pytest.raises(KeyboardInterrupt):
         fit_soft_prompt(cfg, progress=False)
     monkeypatch.setattr(fit_mod, "example_loss", real)

@@ -11,7 +11,7 @@ from synthsteer.generation import GenerateConfig, generate
 from synthsteer.runs import read_run
 from synthsteer.steer import ExpertConfig, NegativePool, negative_prompt, steer_combine, steer_score, train_expert
 
-from conftest import tiny_model
+from conftest import interrupt_on_call, tiny_model
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 from steer_reference import steer_one  # noqa: E402
@@ -127,15 +127,7 @@ def test_interrupted_steer_run_resumes_identically(expert_dir, small_jsonl, tmp_
     full = read_run(_gen(expert_dir, small_jsonl, tmp_path / "full"))
     import synthsteer.engine as eng
 
-    real, calls = eng.decode_full, {"n": 0}
-
-    def dies(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(eng, "decode_full", dies)
+    real = interrupt_on_call(monkeypatch, eng, "decode_full", 2)
     with pytest.raises(KeyboardInterrupt):
         _gen(expert_dir, small_jsonl, tmp_path / "cut")
     monkeypatch.setattr(eng, "decode_full", real)
