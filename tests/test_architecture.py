@@ -71,7 +71,7 @@ def test_cli_help_is_fast_shows_defaults_and_version():
     tool = Path(__file__).parents[1] / "tools" / "pretrain_tiny.py"
     helptext = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True, check=True).stdout
     helptext = " ".join(helptext.split())
-    assert "MISSING" not in helptext and "(default: 8192)" in helptext
+    assert "MISSING" not in helptext and "[default: 8192]" in helptext and "--resume" in helptext
     with pytest.raises(SystemExit) as e:
         main(["generate", "--top-p", "2", "--out", "/nonexistent/x"])
     assert e.value.code == 2

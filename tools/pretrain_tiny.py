@@ -308,26 +308,20 @@ Held-out splits (gsm8k test, mbpp test, boolq heldout, commonsenseqa dev, jigsaw
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Flags from PretrainConfig's fields (their help and defaults), plus --resume."""
-    import argparse
-    from dataclasses import MISSING, fields
+    """The recipe's command line, generated from PretrainConfig like every synthsteer command's."""
+    import typer
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(PretrainConfig):
-        default = f.default if f.default is not MISSING else None
-        if isinstance(default, tuple):
-            ap.add_argument(flag(f.name), default=",".join(default), help=f.metadata["help"])
-        else:
-            ap.add_argument(flag(f.name), type=type(default) if default is not None else str, default=default,
-                            help=f.metadata["help"])
-    ap.add_argument("--resume", action="store_true", help="Continue from OUT.train_state.")
-    args = vars(ap.parse_args(argv))
-    resume = args.pop("resume")
-    args["datasets"] = tuple(x for x in args["datasets"].split(",") if x)
-    try:
-        print(f"model written to {pretrain(PretrainConfig(**args), resume=resume)}")
-    except SynthsteerError as e:
-        raise SystemExit(f"error: {e}") from None
+    from synthsteer.cli import _bool_param, _config_command, run
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+    @app.command()
+    @_config_command(PretrainConfig, [_bool_param("resume", "Continue from OUT.train_state.")])
+    def pretrain_tiny(config: PretrainConfig, resume: bool = False):
+        """Pretrain the tiny LM from a corpus directory and the bundled datasets' training splits."""
+        typer.echo(f"model written to {pretrain(config, resume=resume)}")
+
+    run(app, argv)
 
 
 if __name__ == "__main__":

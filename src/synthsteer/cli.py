@@ -227,8 +227,13 @@ def demo(config: DemoConfig):
 
 
 def main(argv: list[str] | None = None) -> None:
+    run(app, argv)
+
+
+def run(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
+    """Run a command line built here (also tools/pretrain_tiny.py's): user errors are one line, exit 2."""
     try:
-        app(args=argv, standalone_mode=True)
+        typer_app(args=argv, standalone_mode=True)
     except SynthsteerError as e:
         if _state["debug"]:
             raise
