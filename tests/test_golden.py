@@ -4,7 +4,7 @@ tests/data/golden holds a small soft prompt, a LoRA expert and one run per metho
 `tiny`, made by tools/make_golden.py with the code before the architecture refactor (issue 8).
 Since then the engine's name and version joined the settings, so the settings hash (and the id
 prefix made from it) differ by design: the golden bytes are compared with the old hash replaced by
-the new one, and the settings with the engine entry set aside.
+the new one, and the settings with the engine entry (and STEER's pool lag, added later at its old value) set aside.
 """
 
 import json
@@ -27,6 +27,7 @@ def test_golden_run_is_reproduced_byte_for_byte(name, tmp_path):
     golden = GOLDEN / "runs" / name
     new, old = (json.loads((d / "manifest.json").read_text()) for d in (out, golden))
     assert new["settings"].pop("engine") == {"name": "transformers", "version": "1"}
+    assert new["settings"].pop("pool_lag", 0) == 0  # STEER's pool lag (issue 9): 0 is the old behaviour
     assert new["settings"] == old["settings"]
     expected = (golden / "records-00000.jsonl").read_text().replace(old["settings_hash"], new["settings_hash"])
     expected = expected.replace(f'"{old["settings_hash"][:8]}-', f'"{new["settings_hash"][:8]}-')

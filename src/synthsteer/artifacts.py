@@ -51,6 +51,16 @@ def read_json(path: Path):
         return json.load(f)
 
 
+def restore_interrupted(path: Path, marker: str) -> None:
+    """Undo a swap that a kill cut in two: `path` already moved aside to `.old`, its replacement not
+    yet moved in. The old version is whole, so it comes back (when it holds `marker`, the file
+    that says synthsteer wrote it)."""
+    path = Path(path)
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / marker).exists():
+        os.replace(old, path)
+
+
 @contextmanager
 def atomic_dir(path: Path):
     """Yield a scratch directory that replaces `path` only once the block finishes without error."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .options import DataOptions, LMOptions, RunOptions, SamplingConfig, flag, option
+from .errors import SynthsteerError
+from .options import DataOptions, EngineOptions, LMOptions, RunOptions, SamplingConfig, flag, option
 from .prompts import HardPromptOptions
 from .softsrv.config import SoftSRVOptions
 from .steer.config import SteerOptions
@@ -28,7 +30,7 @@ METHODS = ("softsrv", "plain", "hard", "steer")
 
 
 @dataclass(frozen=True)
-class GenerateConfig(RunOptions, LMOptions, DataOptions, SamplingConfig, HardPromptOptions, SoftSRVOptions,
+class GenerateConfig(RunOptions, EngineOptions, LMOptions, DataOptions, SamplingConfig, HardPromptOptions, SoftSRVOptions,
                      SteerOptions):
     """Everything `synthsteer generate` / `generate()` needs; the CLI flags map one to one.
 
@@ -47,6 +49,10 @@ class GenerateConfig(RunOptions, LMOptions, DataOptions, SamplingConfig, HardPro
 
     def __post_init__(self):
         super().__post_init__()
+        if self.engine != "ray":
+            for name in ("ray_address", "workers", "gpus_per_worker"):
+                if getattr(self, name) is not None:
+                    raise SynthsteerError(f"{flag(name)} needs --engine ray")
         unused = ignored_settings(self)
         if unused:
             print(f"warning: {', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --method "
@@ -73,64 +79,164 @@ def ignored_settings(config: GenerateConfig) -> list[str]:
     return sorted(set(out))
 
 
+class BlockGenerator:
+    """One process's generator: the method and its engine, loaded once; a block of record indices
+    in, records out. The local run holds one; each Ray worker (ray_pool.py) holds its own, so what a
+    record contains never depends on where it was decoded."""
+
+    def __init__(self, config: GenerateConfig, lm: LM | None = None):
+        from .engine import TransformersEngine
+        from .methods import build_method
+        from .prompts import stop_token_ids
+        from .runs import settings_hash
+
+        self.config = config
+        self.method = build_method(config, lm)
+        self.lm = self.method.lm
+        self.engine = TransformersEngine(self.method.models)
+        self.settings = {"method": config.method, "engine": {"name": self.engine.name, "version": self.engine.version},
+                         "lm": self.lm.fingerprint(), "sampling": asdict(config.sampling),
+                         "label_field": config.label_field, "seed": config.seed, **self.method.settings()}
+        self.hash = settings_hash(self.settings)
+        self.stop_ids = stop_token_ids(self.lm.tokenizer, self.lm.model)
+
+    def records(self, pool: list[list[dict]], indices: list[int]) -> tuple[list[dict], int]:
+        """The records of `indices` (and how many tokens they took), after adding the blocks `pool`
+        to the method's negative pool (STEER; in block order, each in index order)."""
+        from .randomness import sample_key
+
+        for block in pool:
+            self.method.written(block)
+        config = self.config
+        keys = [sample_key(config.seed, i) for i in indices]
+        requests, prov = self.method.requests(indices, keys)
+        results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids)
+        texts = self.lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
+        records = [{
+            "id": record_id(self.hash, i), "index": i, "text": text.strip(), "num_tokens": len(res.tokens),
+            "finish": res.finish, **({config.label_field: p.pop("label")} if config.label_field else {}),
+            "provenance": {"method": config.method, "seed": config.seed, "key": key, "settings_hash": self.hash, **p},
+        } for i, text, res, key, p in zip(indices, texts, results, keys, prov)]
+        return records, sum(len(r.tokens) for r in results)
+
+
+def record_id(settings_hash: str, index: int) -> str:
+    return f"{settings_hash[:8]}-{index:07d}"
+
+
+@dataclass
+class Block:
+    """A fixed block of record indices (`batch_size` of them): a resumed run decodes exactly the
+    batches an uninterrupted one would. `done` holds the block's records already on disk."""
+
+    number: int
+    indices: range
+    todo: list[int]
+    done: list[dict]
+
+
+def plan_blocks(n: int, batch_size: int, settings_hash: str, on_disk: dict[int, dict]) -> list[Block]:
+    blocks = []
+    for number, start in enumerate(range(0, n, batch_size)):
+        indices = range(start, min(start + batch_size, n))
+        mine = {i: on_disk[i] for i in indices if i in on_disk and on_disk[i]["id"] == record_id(settings_hash, i)}
+        blocks.append(Block(number, indices, [i for i in indices if i not in mine], list(mine.values())))
+    return blocks
+
+
+class LocalPool:
+    """The blocks decoded one after another by one generator in this process (`--engine
+    transformers`); `ray_pool.RayPool` is the same interface over Ray workers."""
+
+    def __init__(self, generator: BlockGenerator):
+        self.generator, self.fed, self._result = generator, 0, None
+
+    @property
+    def idle(self) -> list[int]:
+        return [] if self._result else [0]
+
+    def fed_blocks(self, worker: int) -> int:
+        return self.fed
+
+    def submit(self, worker: int, block: Block, pool: list[list[dict]]) -> None:
+        self.fed += len(pool)
+        self._result = (block, *self.generator.records(pool, block.todo))
+
+    def wait(self) -> tuple[Block, list[dict] | None, int]:
+        result, self._result = self._result, None
+        return result
+
+    @property
+    def busy(self) -> bool:
+        return self._result is not None
+
+
+def write_blocks(run, blocks: list[Block], pool, *, uses_pool: bool, lag: int, bar) -> None:
+    """Decode every block with work left on the pool of workers and append its records as it
+    arrives. A method that grows a negative pool (`uses_pool`) sees, for block b, the records of
+    blocks 0 .. b-1-lag: the blocks are handed out in order and block b only once those are all on
+    disk, so every worker count (and every resume) gives the same pools and the same records."""
+    complete = {b.number: sorted(b.done, key=lambda r: r["index"]) for b in blocks if not b.todo}
+    pending = deque(b for b in blocks if b.todo)
+    t0, new_tokens = time.time(), 0
+    while pending or pool.busy:
+        for worker in pool.idle:
+            if not pending:
+                break
+            block = pending[0]
+            upto = block.number - lag if uses_pool else 0
+            if any(k not in complete for k in range(upto)):
+                break  # waits for an earlier block to finish
+            pending.popleft()
+            pool.submit(worker, block, [complete[k] for k in range(pool.fed_blocks(worker), max(upto, 0))])
+        block, records, tokens = pool.wait()
+        if records is None:  # its worker died: the block goes back, in order
+            pending = deque(sorted([*pending, block], key=lambda b: b.number))
+            continue
+        run.append(records)
+        if uses_pool:
+            complete[block.number] = sorted(block.done + records, key=lambda r: r["index"])
+        new_tokens += tokens
+        bar.update(len(records))
+        bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):.0f}")
+
+
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
     from tqdm.auto import tqdm
 
     from .artifacts import check_out
-    from .engine import TransformersEngine
-    from .methods import build_method
-    from .prompts import stop_token_ids
-    from .randomness import sample_key
+    from .methods import method_class
     from .runs import RunDir, read_run
 
     check_out(config.out)
-    method = build_method(config, lm)
-    lm = method.lm
-    engine = TransformersEngine(method.models)
-    settings = {"method": config.method, "engine": {"name": engine.name, "version": engine.version},
-                "lm": lm.fingerprint(), "sampling": asdict(config.sampling), "label_field": config.label_field,
-                "seed": config.seed, **method.settings()}
-    run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
-                                             "config": asdict(config)})
+    cls = method_class(config.method)
+    cls.check(config)
+    if config.engine == "ray":
+        if lm is not None:
+            raise SynthsteerError("generate(lm=...) runs in this process; with engine='ray' each worker loads the LM")
+        from .ray_pool import RayPool
+
+        pool = RayPool(config)
+        settings = pool.settings
+    else:
+        generator = BlockGenerator(config, lm)
+        pool, settings = LocalPool(generator), generator.settings
     try:
-        # a resumed run: what is on disk, by index; each block joins STEER's negative pool only once
-        # it is complete, with its records in index order, as in an uninterrupted run
-        on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
-        eos = stop_token_ids(lm.tokenizer, lm.model)
-
-        def rid(i: int) -> str:
-            return f"{run.hash[:8]}-{i:07d}"
-
-        todo = [i for i in range(config.n) if rid(i) not in run.ids]
-        bar = tqdm(total=config.n, initial=config.n - len(todo), desc=f"generate {config.method}", unit="sample",
-                   disable=not progress)
-        t0, new_tokens = time.time(), 0
-        # fixed index blocks: a resumed run decodes exactly the batches an uninterrupted one would
-        for start in range(0, config.n, config.batch_size):
-            indices = range(start, min(start + config.batch_size, config.n))
-            done = [on_disk[i] for i in indices if i in on_disk and on_disk[i]["id"] == rid(i)]
-            block = [i for i in indices if rid(i) not in run.ids]
-            if not block:
-                method.written(done)
-                continue
-            keys = [sample_key(config.seed, i) for i in block]
-            requests, prov = method.requests(block, keys)
-            results = engine.run(requests, method.step(), config.sampling, eos)
-            texts = lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
-            records = [{
-                "id": rid(i), "index": i, "text": text.strip(), "num_tokens": len(res.tokens), "finish": res.finish,
-                **({config.label_field: p.pop("label")} if config.label_field else {}),
-                "provenance": {"method": config.method, "seed": config.seed, "key": key,
-                               "settings_hash": run.hash, **p},
-            } for i, text, res, key, p in zip(block, texts, results, keys, prov)]
-            run.append(records)
-            method.written(sorted(done + records, key=lambda r: r["index"]))
-            new_tokens += sum(len(r.tokens) for r in results)
-            bar.update(len(block))
-            bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):.0f}")
-        bar.close()
-        run.finish(n_requested=config.n)
+        run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
+                                                 "config": asdict(config)})
+        try:
+            on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
+            blocks = plan_blocks(config.n, config.batch_size, run.hash, on_disk)
+            bar = tqdm(total=config.n, initial=sum(len(b.done) for b in blocks), desc=f"generate {config.method}",
+                       unit="sample", disable=not progress)
+            write_blocks(run, blocks, pool, uses_pool=cls.uses_pool,
+                         lag=getattr(config, "pool_lag", 0), bar=bar)
+            bar.close()
+            run.finish(n_requested=config.n)
+        finally:
+            run.close()
     finally:
-        run.close()
+        if config.engine == "ray":
+            pool.close()
     return run.path

@@ -63,10 +63,12 @@ class Parts:
 
 class Method:
     """A generation method. `data` says whether it needs training examples ("required"), uses
-    them when there are some ("optional") or never looks at them ("none")."""
+    them when there are some ("optional") or never looks at them ("none"); `uses_pool` whether
+    written records feed later requests (STEER's negatives), which orders the blocks."""
 
     name: ClassVar[str]
     data: ClassVar[str] = "none"
+    uses_pool: ClassVar[bool] = False
 
     @classmethod
     def check(cls, config: GenerateConfig) -> None:

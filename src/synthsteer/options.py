@@ -107,6 +107,22 @@ class RunOptions(Options):
 
 
 @dataclass(frozen=True)
+class EngineOptions(Options):
+    """Where generation runs. Not part of a run's settings: the records are the same in this process
+    and on any number of Ray workers, so a run started with one resumes with the other."""
+
+    engine: str = option("transformers", "transformers: decode in this process; ray: transformers engines on Ray "
+                                         "workers, one per --workers, over blocks of records (pip install "
+                                         "'synthsteer[ray]').", choices=("transformers", "ray"))
+    ray_address: str | None = option(None, "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on this "
+                                           "machine).", nonempty=True)
+    workers: int | None = option(None, "Ray workers, each loading the LM once (default: one per GPU of the cluster "
+                                       "with --gpus-per-worker 1, else 1).", count=True)
+    gpus_per_worker: float | None = option(None, "GPUs each Ray worker reserves (default: 1 when the cluster has "
+                                                 "GPUs, else 0).", ge=0)
+
+
+@dataclass(frozen=True)
 class SamplingConfig(Options):
     """temperature 0 means greedy; top_k 0 and top_p 1 switch those filters off."""
 

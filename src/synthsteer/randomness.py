@@ -4,6 +4,8 @@
     CONTEXT    SoftSRV's context noise and mixing partner
     NEGATIVES  STEER's draw of K negatives
     SHOTS      the few-shot examples of a hard prompt
+    TRAINING   the torch RNG of each training step (LoRA dropout), keyed by step (and rank), so a
+               resumed run replays the steps an uninterrupted one takes
 
 Within a run no two streams share a key. A stream's key is `sample_key(seed + stream, index)`, the
 derivation the first runs were written with (kept so that their records reproduce): stream s of
@@ -26,6 +28,7 @@ class Stream(IntEnum):
     CONTEXT = 1
     NEGATIVES = 2
     SHOTS = 3
+    TRAINING = 4
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,8 @@ class RunDir:
                               if old.get("settings", {}).get(k) != settings.get(k))
                 raise SynthsteerError(f"--out {self.path}: this run was made with other settings "
                                       f"(differs in {', '.join(diff) or 'version'}); use a new --out")
-        elif self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir()):
+        elif self.path.exists() and any(p.name not in (".lock", "manifest.json.tmp") for p in self.path.iterdir()):
+            # (a run killed while writing its first manifest leaves only those two: it starts afresh)
             raise SynthsteerError(f"--out {self.path}: exists and is not a synthsteer run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.path)

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_dir, check_out, read_json, write_json
+from .artifacts import atomic_dir, check_out, read_json, restore_interrupted, write_json
 from .errors import SynthsteerError
 from .options import TrainConfig, flag  # noqa: F401  (TrainConfig: the shared training options, re-exported)
+from .randomness import Stream, stream_key
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -226,6 +227,8 @@ def prepare_out(out: Path, config, *, resume: bool, overwrite: bool, meta_file: 
     that differs; --overwrite refuses a directory synthsteer did not write."""
     check_out(out)
     state = out / "train_state"
+    restore_interrupted(out, meta_file)  # a kill between the two renames of --overwrite's or a checkpoint's swap
+    restore_interrupted(state, "state.json")
     ours = (out / meta_file).exists() or (state / meta_file).exists()
     if out.exists() and any(out.iterdir()):
         if not (resume or overwrite):
@@ -293,6 +296,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=s.lr, warmup=s.warmup, total=s.steps)
+        torch.manual_seed(stream_key(s.seed, Stream.TRAINING, step * world + rank))  # dropout: same on resume
         micro = [order.batch(step * s.grad_accum + m) for m in range(s.grad_accum)]
         n_tokens = sum(lengths[i] for idx in micro for i in idx)
         step_nll = torch.zeros((), dtype=torch.float64, device=device)

@@ -20,6 +20,9 @@ class SteerOptions(Options):
     separator: str = option("\n\n", "Text between negative examples.")
     negative_draw: str = option("uniform", "uniform (the paper) or nearest (the K closest to the record's context).",
                                 choices=DRAWS)
+    pool_lag: int = option(0, "Blocks a written block waits before it joins the negative pool: 0 is the paper's "
+                              "'every sample generated so far'; L lets L+1 Ray workers decode at once. Part of the "
+                              "settings: the records depend on it, not on the number of workers.", ge=0)
     negative_max_tokens: int = option(512, "Length limit of the negative prompt (whole examples first, the last one "
                                            "cut).", count=True)
 

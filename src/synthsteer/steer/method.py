@@ -29,6 +29,7 @@ from .score import BRANCHES, steer_combine
 @register("steer")
 class Steer(Method):
     data = "optional"
+    uses_pool = True
 
     @classmethod
     def check(cls, config):
@@ -78,7 +79,7 @@ class Steer(Method):
         positive = self.soft.settings() if self.soft else self.hard.settings()
         # the batch size sets when samples join the negative pool, so it shapes the records here
         return {**positive, "gamma": c.gamma, "eta": c.eta, "negatives": c.negatives, "separator": c.separator,
-                "pool_block": c.batch_size, "negative_draw": c.negative_draw,
+                "pool_block": c.batch_size, "pool_lag": c.pool_lag, "negative_draw": c.negative_draw,
                 "negative_max_tokens": self.neg_budget, "data": asdict(self.parts.spec)}
 
     def _prefix(self, role: str, **kw) -> Prefix:
