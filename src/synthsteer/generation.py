@@ -1,10 +1,12 @@
 """`synthsteer generate`: the run loop every method goes through.
 
 The method (methods.py: plain and hard in baselines.py, softsrv/method.py, steer/method.py) turns
-a block of record indices into engine requests; the engine (engine.py) decodes them; the records
-are appended to the run directory (runs.py). Record i's context, negatives, few-shot examples and
-sampling noise all derive from (seed, i), so reruns, resumes and other batch sizes write the same
-records.
+a block of record indices into engine requests; the engine (engine.py) decodes them
+(`BlockGenerator`); the blocks are handed to a pool of generators, this process's (`LocalPool`) or
+Ray workers' (ray_pool.py), and their records appended to the run directory (runs.py) as they
+arrive (`write_blocks`). Record i's context, negatives, few-shot examples and sampling noise all
+derive from (seed, i) and the blocks are fixed by the batch size, so reruns, resumes and any number
+of workers write the same records.
 """
 
 from __future__ import annotations

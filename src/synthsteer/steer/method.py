@@ -11,6 +11,7 @@ STEER: the soft-prompted LM is the expert, the LM from its BOS the base; no fine
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import torch
@@ -60,6 +61,9 @@ class Steer(Method):
             self.encoder = self.soft.encoder if self.soft else load_encoder("minilm", device=self.lm.device)
             embeddings = encode_cached(self.encoder, [r.text for r in records])
         self.pool = NegativePool([r.id for r in records], [r.text for r in records], embeddings)
+        if config.negatives > len(records):
+            print(f"warning: --negatives {config.negatives} is more than the {len(records)} real examples: each "
+                  "record takes the whole pool (real + written so far) until it holds that many", file=sys.stderr)
         self.start = start_token(self.lm.tokenizer)
         max_pos = getattr(self.lm.model.config, "max_position_embeddings", None) or 10**9
         self.neg_budget = max(1, min(config.negative_max_tokens, max_pos - config.max_new_tokens - 2))
