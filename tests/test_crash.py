@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,25 @@ def test_training_killed_then_resumed_gives_the_same_weights(kind, point, uninte
     assert meta["loss_history"] == whole["loss_history"]
     assert sorted(p.name for p in (tmp_path).iterdir()) == [kind]  # no .old, .partial or .new left behind
     assert not (tmp_path / kind / "train_state").exists()
+
+
+def test_two_generate_processes_on_one_run_one_is_refused(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "synthsteer.cli", "generate", "--method", "plain", "--model", "tiny", "--n", "400",
+            "--batch-size", "1", "--max-new-tokens", "32", "--device", "cpu", "--out", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(out.glob("records-*.jsonl")):
+            time.sleep(0.05)
+        second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        still_running = first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+    assert still_running, "the first writer finished before the second started; make it longer"
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1] == (f"error: --out {out}: another process is writing this run "
+                                                      "right now; wait for it, or use another --out")
+    records = read_run(out)  # whatever the first wrote before its kill: whole, in order, once each
+    assert [r["index"] for r in records] == list(range(len(records))) and records
