@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from synthsteer.data import load_records
 from synthsteer.decoder import Prefix, SamplingConfig, decode
 from synthsteer.errors import SynthsteerError
 from synthsteer.generation import GenerateConfig, generate
@@ -34,20 +35,31 @@ def _lora(model):
     return m.eval()
 
 
-@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("kind", ["llama", "llama-merged", "gpt2"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("neg_len", [4, 70])  # long negatives: static cache, length-bucketed prefill
-def test_batched_cached_scores_equal_naive_recomputation(kind, batch, neg_len):
+@pytest.mark.parametrize("share", ["sample", "block"])
+def test_batched_cached_scores_equal_naive_recomputation(kind, batch, neg_len, share):
     """Lockstep decoding with KV caches gives the scores of the reference algorithm, which recomputes
     expert and base over the whole sequence at every step (20 greedy tokens, prompts of different
-    lengths). llama: a LoRA expert sharing one forward with its base; gpt2: a full second model."""
+    lengths). llama: a LoRA expert sharing one forward with its base; llama-merged: the expert as a
+    merged copy beside the base without LoRA (`--merge-expert`); gpt2: a full second model. block:
+    every sample has the same negative prompt (`--negative-share block`), prefilled once."""
+    import copy
+
     gamma, eta = 0.5, 0.3
     greedy = SamplingConfig(temperature=0, max_new_tokens=20)
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [15, 16, 17, 18]][:batch]
     negatives = [[20 + (j % 60) for j in range(neg_len + 3 * i)] for i in range(batch)]
+    if share == "block":
+        negatives = [negatives[0]] * batch
     if kind == "llama":
         expert = _lora(tiny_model("llama", seed=0))
         models, roles, base, peft = [expert], {"e": (0, "default"), "b": (0, None)}, None, True
+    elif kind == "llama-merged":
+        expert = _lora(tiny_model("llama", seed=0))
+        merged, plain = copy.deepcopy(expert).merge_and_unload(), copy.deepcopy(expert).unload()
+        models, roles, base, peft = [merged, plain], {"e": (0, None), "b": (1, None)}, None, True
     else:
         expert, base = tiny_model("gpt2", seed=1), tiny_model("gpt2", seed=0)
         models, roles, peft = [expert, base], {"e": (0, None), "b": (1, None)}, False
@@ -78,10 +90,14 @@ def test_negative_pool_draws_and_truncation(lm_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(lm_dir)
-    ids = negative_prompt(tok, ["one two three four", "five six seven eight"], "\n\n", max_tokens=1000)
-    assert tok.decode(ids) == "one two three four\n\nfive six seven eight\n\n"
-    cut = negative_prompt(tok, ["one two three four", "five six seven eight"], "\n\n", max_tokens=len(ids) - 2)
-    assert cut == ids[: len(ids) - 2]
+    texts = ["one two three four", "five six seven eight"]
+    ids, used = negative_prompt(tok, texts, "\n\n", max_tokens=1000)
+    assert tok.decode(ids) == "one two three four\n\nfive six seven eight\n\n" and used == 2
+    # a cap inside the second example: the prompt ends after the first, at its separator
+    cut, used = negative_prompt(tok, texts, "\n\n", max_tokens=len(ids) - 2)
+    assert tok.decode(cut) == "one two three four\n\n" and used == 1
+    first, used = negative_prompt(tok, texts, "\n\n", max_tokens=2)  # not even one fits: the first, cut
+    assert first == ids[:2] and used == 1
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +111,30 @@ def _gen(expert_dir, small_jsonl, out, **kw):
     base = dict(out=str(out), method="steer", expert=str(expert_dir), data=str(small_jsonl), field="question", n=6,
                 batch_size=2, max_new_tokens=10, negatives=3, seed=4, device="cpu")
     return generate(GenerateConfig(**{**base, **kw}), progress=False)
+
+
+def test_block_shared_negatives_are_whole_examples_recorded_as_used(expert_dir, small_jsonl, tmp_path, capsys):
+    from synthsteer.methods import build_method
+
+    config = dict(out=str(tmp_path / "m"), method="steer", expert=str(expert_dir), data=str(small_jsonl),
+                  field="question", n=6, batch_size=3, max_new_tokens=10, negatives=3, seed=4, device="cpu",
+                  negative_max_tokens=300)
+    texts = {r.id: r.text for r in load_records(str(small_jsonl), field="question")}
+    for share in ("sample", "block"):
+        method = build_method(GenerateConfig(**config, negative_share=share))
+        requests, prov = method.requests([0, 1, 2], [7, 8, 9])
+        tok = method.lm.tokenizer
+        for r, p in zip(requests, prov):
+            # the prompt is BOS and exactly the examples provenance names, each with its separator
+            assert tok.decode(r.branches["negative"].ids[1:]) == "".join(texts[i] + "\n\n" for i in p["negative_ids"])
+            assert len(r.branches["negative"].ids) <= 301
+        drawn = [tuple(p["negative_ids"]) for p in prov]
+        assert (len(set(drawn)) == 1) == (share == "block")
+    assert "drawn ones did not fit" in capsys.readouterr().err  # 300 tokens hold about 2 of these questions
+    block = read_run(_gen(expert_dir, small_jsonl, tmp_path / "block", negative_share="block", batch_size=3))
+    negs = [tuple(r["provenance"]["negative_ids"]) for r in block]
+    assert negs[0] == negs[1] == negs[2] and negs[3] == negs[4] == negs[5] and negs[0] != negs[3]
+    assert json.loads((tmp_path / "block" / "manifest.json").read_text())["settings"]["negative_share"] == "block"
 
 
 def test_expert_trains_lora_only(expert_dir, lm_dir):
@@ -117,9 +157,13 @@ def test_steer_run_reproduces_and_its_pool_grows(expert_dir, small_jsonl, tmp_pa
     b = read_run(_gen(expert_dir, small_jsonl, tmp_path / "b", negatives=100))
     assert [r["text"] for r in a] == [r["text"] for r in b]
     negs = [r["provenance"]["negative_ids"] for r in a]
-    # K larger than the pool: each sample sees the whole pool as it stood when its batch began
-    assert [len(n) for n in negs] == [12, 12, 14, 14, 16, 16]
-    assert set(negs[2]) - set(negs[0]) == {a[0]["id"], a[1]["id"]}
+    # K larger than the pool: each sample draws the whole pool as it stood when its batch began, in
+    # its own order, and keeps the whole examples that fit the LM's context (512 - 10 new - BOS)
+    real = {r.id for r in load_records(str(small_jsonl), field="question")}
+    for n, ids in enumerate(negs):
+        assert set(ids) <= real | {r["id"] for r in a[: n - n % 2]} and len(set(ids)) == len(ids) >= 2
+    assert set(negs[2] + negs[3] + negs[4] + negs[5]) - real  # written samples joined the pool
+    assert "drawn ones did not fit" in capsys.readouterr().err
     p = a[0]["provenance"]
     assert p["method"] == "steer" and p["gamma"] == 0.2 and p["eta"] == 0.6 and p["K"] == 100
 
@@ -145,7 +189,7 @@ def test_softsrv_plus_steer_and_baselines(lm_dir, small_jsonl, tmp_path):
                                        device="cpu"), progress=False)
     run = read_run(generate(GenerateConfig(out=str(tmp_path / "ss"), method="steer", prompt=str(prompt), n=4,
                                            max_new_tokens=6, negative_draw="nearest", device="cpu"), progress=False))
-    assert all(r["provenance"]["source_id"] and len(r["provenance"]["negative_ids"]) == 10 for r in run)
+    assert all(r["provenance"]["source_id"] and 0 < len(r["provenance"]["negative_ids"]) <= 10 for r in run)
     few = read_run(generate(GenerateConfig(out=str(tmp_path / "few"), method="hard", model=str(lm_dir), shots=2,
                                            data=str(small_jsonl), field="question", n=3, max_new_tokens=5, top_k=10,
                                            device="cpu"), progress=False))

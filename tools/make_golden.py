@@ -3,7 +3,8 @@
 A small soft prompt and LoRA expert on the bundled `tiny`, and one small run per generation method,
 made once with the code of the day and committed under tests/data/golden, so that a refactor of the
 generation path can prove it writes the same records. Rerun only on purpose (a change of method):
-    python tools/make_golden.py
+    python tools/make_golden.py              # prompt, expert and runs
+    python tools/make_golden.py --runs-only  # the runs, from the committed prompt and expert
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ def runs(prompt: Path, expert: Path) -> dict[str, GenerateConfig]:
 
 
 def main() -> None:
+    import sys
+
+    if "--runs-only" in sys.argv[1:]:
+        shutil.rmtree(GOLDEN / "runs", ignore_errors=True)
+        for name, config in runs(GOLDEN / "prompt", GOLDEN / "expert").items():
+            generate(GenerateConfig(**{**config.__dict__, "out": str(GOLDEN / "runs" / name)}), progress=False)
+            (GOLDEN / "runs" / name / ".lock").unlink()
+            print(f"wrote {GOLDEN / 'runs' / name}")
+        return
     shutil.rmtree(GOLDEN, ignore_errors=True)
     GOLDEN.mkdir(parents=True)
     prompt = fit_soft_prompt(FitConfig(**DATA, out=str(GOLDEN / "prompt"), model="tiny", encoder="lm-mean",

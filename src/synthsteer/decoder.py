@@ -128,10 +128,33 @@ class RowBatch:
     def prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
         """Run the left-padded prefixes; returns next-token log-probs [R, V].
 
-        Rows of very different lengths (STEER's short prompts and long negative prompts) are run in
-        length buckets, each padded only to its own longest row, and their keys and values are then
-        placed right-aligned in the shared cache: the same cache a single padded forward would give
-        (positions come from position_ids, not slots), for a fraction of the compute."""
+        Identical prefixes (the one instruction of a zero-shot run, the BOS of SoftSRV + STEER's base
+        branch, a negative prompt shared by a block) are run once and their cache rows copied to
+        every row that has them: the prefill costs one row per distinct prefix."""
+        first: dict[tuple, int] = {}  # prefix -> its position among the distinct ones
+        distinct, inverse = [], []
+        for i, (p, a) in enumerate(zip(prefixes, self.adapters or [None] * len(prefixes))):
+            key = prefix_key(p, a)
+            if key not in first:
+                first[key] = len(distinct)
+                distinct.append(i)
+            inverse.append(first[key])
+        if len(distinct) == len(prefixes):
+            return self._prefill(prefixes)
+        if self.adapters is not None:
+            self.adapters = [self.adapters[i] for i in distinct]
+        logprobs = self._prefill([prefixes[i] for i in distinct])
+        rows = torch.tensor(inverse, device=logprobs.device)
+        self.select(rows)  # copies each distinct row's cache, mask and adapter to the rows that share it
+        return logprobs[rows]
+
+    def _prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
+        """Run the left-padded prefixes; returns next-token log-probs [R, V].
+
+        Rows are run in chunks of similar length (`prefill_chunks`), each padded only to its own
+        longest row, and their keys and values are then placed right-aligned in the shared cache: the
+        same cache a single padded forward would give (positions come from position_ids, not slots),
+        for less compute and far less memory than one forward over every row."""
         from transformers import DynamicCache, StaticCache
 
         rows = self._embed_rows(prefixes)
@@ -148,7 +171,7 @@ class RowBatch:
             self.cache = DynamicCache(config=self.model.config)
             return self._run_padded(rows, width, self.cache, width, self.adapters)
         self.cache = StaticCache(config=self.model.config, max_cache_len=width + self.max_new_tokens)
-        buckets = length_buckets(lengths)
+        buckets = prefill_chunks(lengths)
         if len(buckets) == 1 or not all(type(layer).__name__ == "StaticLayer" for layer in self.cache.layers):
             return self._run_padded(rows, width, self.cache, width + self.max_new_tokens, self.adapters)
         logprobs = None
@@ -193,6 +216,35 @@ class RowBatch:
                 layer.batch_size = len(rows)
 
 
+def prefix_key(p: Prefix, adapter: str | None) -> tuple:
+    """What makes two rows' prefixes the same: token ids, the very same embeddings tensor (a
+    non-contextual soft prompt), and the adapter."""
+    return (adapter, tuple(p.ids or ()), None if p.embeds is None else id(p.embeds))
+
+
+def prefix_length(p: Prefix) -> int:
+    return (0 if p.embeds is None else p.embeds.shape[0]) + len(p.ids or ())
+
+
+PREFILL_TOKENS = 4096  # padded tokens per prefill forward: big enough for full-speed matmuls
+
+
+def prefill_chunks(lengths: list[int], max_tokens: int = PREFILL_TOKENS) -> list[list[int]]:
+    """Row indices in chunks of similar length (length buckets, longest first within each), each
+    chunk at most `max_tokens` padded tokens (and at least one row)."""
+    chunks = []
+    for bucket in length_buckets(lengths):
+        rows = sorted(bucket, key=lambda i: -lengths[i])
+        chunk: list[int] = []
+        for i in rows:
+            if chunk and (len(chunk) + 1) * lengths[chunk[0]] > max_tokens:
+                chunks.append(chunk)
+                chunk = []
+            chunk.append(i)
+        chunks.append(chunk)
+    return chunks
+
+
 def length_buckets(lengths: list[int], slack: float = 1.5) -> list[list[int]]:
     """Row indices grouped so that no row is padded to more than `slack` times its length (+16)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -206,6 +258,8 @@ def length_buckets(lengths: list[int], slack: float = 1.5) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------- the loop
+
+LENGTH_CLASS = 4.0  # rows whose prefixes differ more than 4x in length get separate caches
 
 # log-probs [B, branches, V] of the samples still running -> scores [B, V]; `step` and `samples` (the
 # running samples' indices in the batch) let a rule vary over time or per sample
@@ -258,22 +312,25 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
             raise ValueError("several branches per sample need a combine rule")
         combine = lambda lp, **_: lp[:, 0]  # noqa: E731
     dev = models[0].get_input_embeddings().weight.device
-    groups = []  # per model with rows: (RowBatch, sample index of each row, branch of each row)
+    # one group of rows per model and length class, each with its own cache: short rows (prompts)
+    # never attend over the slots of long ones (STEER's negative prompts)
+    groups = []  # [RowBatch, sample index of each row, branch of each row, prefixes]
     for m, model in enumerate(models):
         rows = [(i, b) for i in range(n) for b in range(nb) if prefixes[i][b].model == m]
-        if rows:
-            batch = RowBatch(model, [prefixes[i][b].adapter for i, b in rows], sampling.max_new_tokens)
-            groups.append([batch, torch.tensor([i for i, _ in rows], device=dev),
-                           torch.tensor([b for _, b in rows], device=dev), [prefixes[i][b] for i, b in rows]])
+        for cls in length_buckets([prefix_length(prefixes[i][b]) for i, b in rows], slack=LENGTH_CLASS):
+            part = [rows[j] for j in sorted(cls)]
+            batch = RowBatch(model, [prefixes[i][b].adapter for i, b in part], sampling.max_new_tokens)
+            groups.append([batch, torch.tensor([i for i, _ in part], device=dev),
+                           torch.tensor([b for _, b in part], device=dev), [prefixes[i][b] for i, b in part]])
     with torch.no_grad():
         lps = [g[0].prefill(g[3]) for g in groups]
         alive = torch.arange(n, device=dev)
         key_t = torch.tensor(keys, dtype=torch.int64, device=dev)
         eos_t = torch.tensor(sorted(eos), device=dev)
-        out: list[list[int]] = [[] for _ in range(n)]
-        logprob = [0.0] * n
+        out = torch.full((n, sampling.max_new_tokens), -1, dtype=torch.long, device=dev)
+        logprob = torch.zeros(n, dtype=torch.float64, device=dev)
         for step in range(sampling.max_new_tokens):
-            if len(groups) == 1:  # one model holds every row, in (sample, branch) order
+            if len(groups) == 1:  # one batch holds every row, in (sample, branch) order
                 logprobs = lps[0].view(len(alive), nb, -1)
             else:
                 logprobs = torch.empty(len(alive), nb, lps[0].shape[-1], device=dev)
@@ -285,10 +342,8 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
             tokens = sample_tokens(scores, key_t[alive], step, sampling)
             done = torch.isin(tokens, eos_t)
             chosen = scores.gather(1, tokens[:, None]).squeeze(1).double()
-            for i, tok, d, lp in zip(alive.tolist(), tokens.tolist(), done.tolist(), chosen.tolist()):
-                if not d:
-                    out[i].append(tok)
-                    logprob[i] += lp
+            out[alive, step] = tokens.masked_fill(done, -1)  # a stop token is not part of the sample
+            logprob[alive] += chosen.masked_fill(done, 0.0)
             if step + 1 == sampling.max_new_tokens:
                 break
             if done.any():
@@ -305,5 +360,6 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
             if on_step:
                 on_step(len(alive))
             lps = [g[0].step(tokens[g[1]]) for g in groups]
+    tokens = [[t for t in row if t >= 0] for row in out.tolist()]
     return [Decoded(toks, "length" if len(toks) == sampling.max_new_tokens else "eos", lp)
-            for toks, lp in zip(out, logprob)]
+            for toks, lp in zip(tokens, logprob.tolist())]

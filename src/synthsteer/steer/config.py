@@ -23,8 +23,15 @@ class SteerOptions(Options):
     pool_lag: int = option(0, "Blocks a written block waits before it joins the negative pool: 0 is the paper's "
                               "'every sample generated so far'; L lets L+1 Ray workers decode at once. Part of the "
                               "settings: the records depend on it, not on the number of workers.", ge=0)
-    negative_max_tokens: int = option(512, "Length limit of the negative prompt (whole examples first, the last one "
-                                           "cut).", count=True)
+    negative_max_tokens: int | None = option(None, "Length limit of the negative prompt; it ends at the last whole "
+                                                   "example that fits (default: what the LM's context leaves after "
+                                                   "--max-new-tokens).", count=True)
+    merge_expert: str = option("auto", "A LoRA expert as a merged copy of the LM (no per-row adapter work; twice the "
+                                       "weights' memory): auto (on CPU, or when the GPU has room), always or never.",
+                                choices=("auto", "always", "never"))
+    negative_share: str = option("sample", "sample: each record draws its own K negatives (the paper); block: the "
+                                           "records of a decoding block share one draw, prefilled once (faster, "
+                                           "less diverse negatives).", choices=("sample", "block"))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,18 @@ from .negatives import NegativePool, negative_prompt
 from .score import BRANCHES, steer_combine
 
 
+def merge_expert(mode: str, lm) -> bool:
+    """Whether a LoRA expert runs as a merged copy of the LM: always on CPU (memory is plentiful, the
+    per-row adapter work is not), on a GPU when a second copy of the weights fits in what is free."""
+    if mode != "auto":
+        return mode == "always"
+    if lm.device.type != "cuda":
+        return True
+    weights = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    free, _ = torch.cuda.mem_get_info(lm.device)
+    return free > 1.5 * weights
+
+
 @register("steer")
 class Steer(Method):
     data = "optional"
@@ -40,14 +52,25 @@ class Steer(Method):
         if not (config.expert or config.prompt):
             raise SynthsteerError("--method steer needs --expert DIR (a LoRA or full fine-tuned expert) "
                                   "or --prompt DIR (a soft prompt: SoftSRV + STEER)")
+        if config.negative_share == "block" and config.negative_draw == "nearest":
+            raise SynthsteerError("--negative-share block takes --negative-draw uniform: the nearest examples "
+                                  "differ per record, so a block has no one draw to share")
 
     def __init__(self, config, parts):
         super().__init__(config, parts)
-        self.soft = self.hard = None
+        self.soft = self.hard = self.merged = None
         self.roles = {"expert": (0, None), "base": (0, None)}  # (index into models, adapter) of each role
         if config.expert:
             self.hard = Hard(config, parts)
-            if parts.expert.kind == "lora":
+            if parts.expert.kind == "lora" and merge_expert(config.merge_expert, self.lm):
+                # expert rows through a merged copy, base rows through the LM without LoRA layers: two
+                # plain forwards instead of one mixed-adapter forward (peft's per-row gather/scatter)
+                import copy
+
+                self.merged = copy.deepcopy(parts.expert.model).merge_and_unload().eval()
+                parts.expert.model.unload()  # takes the LoRA layers out of the base LM again
+                self.roles = {"expert": (0, None), "base": (1, None)}
+            elif parts.expert.kind == "lora":
                 self.roles["expert"] = (0, "default")
             else:
                 self.roles["base"] = (1, None)
@@ -65,12 +88,17 @@ class Steer(Method):
             print(f"warning: --negatives {config.negatives} is more than the {len(records)} real examples: each "
                   "record takes the whole pool (real + written so far) until it holds that many", file=sys.stderr)
         self.start = start_token(self.lm.tokenizer)
+        # the negative branch holds BOS, the negative prompt and every generated token
         max_pos = getattr(self.lm.model.config, "max_position_embeddings", None) or 10**9
-        self.neg_budget = max(1, min(config.negative_max_tokens, max_pos - config.max_new_tokens - 2))
+        context = max(1, max_pos - config.max_new_tokens - 1)
+        self.neg_budget = min(config.negative_max_tokens or context, context)
+        self.dropped: list[tuple[int, int]] | None = []  # examples the cap dropped per record, until the one warning
 
     @property
     def models(self):
         expert = self.parts.expert
+        if self.merged is not None:
+            return [self.merged, self.lm.model]
         if expert is not None and expert.kind == "full":
             return [expert.model, self.lm.model]
         return super().models  # the peft model (adapter and base rows in one forward), or the base LM
@@ -84,7 +112,9 @@ class Steer(Method):
         # the batch size sets when samples join the negative pool, so it shapes the records here
         return {**positive, "gamma": c.gamma, "eta": c.eta, "negatives": c.negatives, "separator": c.separator,
                 "pool_block": c.batch_size, "pool_lag": c.pool_lag, "negative_draw": c.negative_draw,
-                "negative_max_tokens": self.neg_budget, "data": asdict(self.parts.spec)}
+                "negative_max_tokens": self.neg_budget, "negative_share": c.negative_share,
+                "expert_merged": self.merged is not None,
+                "data": asdict(self.parts.spec)}
 
     def _prefix(self, role: str, **kw) -> Prefix:
         model, adapter = self.roles[role]
@@ -103,18 +133,37 @@ class Steer(Method):
             ids, prov = self.hard.prompts(indices)
             expert = [self._prefix("expert", ids=p) for p in ids]
             base = [self._prefix("base", ids=p) for p in ids]
-        out = []
+        out, shared = [], {}
         for n, (i, key) in enumerate(zip(indices, keys)):
-            context = None
-            if c.negative_draw == "nearest":
-                context = z[n] if z is not None else self.pool.embeddings[i % len(self.parts.records)]
-            drawn = self.pool.draw(c.negatives, c.seed, i, context)
-            neg_ids = [self.start] + negative_prompt(self.lm.tokenizer, [self.pool.texts[j] for j in drawn],
-                                                     c.separator, self.neg_budget)
+            # with block sharing, every record of a block takes the draw of the block's first index
+            at = i - i % c.batch_size if c.negative_share == "block" else i
+            if at not in shared:
+                context = None
+                if c.negative_draw == "nearest":
+                    context = z[n] if z is not None else self.pool.embeddings[i % len(self.parts.records)]
+                drawn = self.pool.draw(c.negatives, c.seed, at, context)
+                ids, used = negative_prompt(self.lm.tokenizer, [self.pool.texts[j] for j in drawn], c.separator,
+                                            self.neg_budget)
+                shared[at] = ([self.start] + ids, [self.pool.ids[j] for j in drawn[:used]], (used, len(drawn) - used))
+            neg_ids, used_ids, counts = shared[at]
             negative = self._prefix("expert", ids=neg_ids)
             out.append(Request({"expert": expert[n], "base": base[n], "negative": negative}, key))
-            prov[n].update(gamma=c.gamma, eta=c.eta, K=c.negatives, negative_ids=[self.pool.ids[j] for j in drawn])
+            prov[n].update(gamma=c.gamma, eta=c.eta, K=c.negatives, negative_ids=used_ids)
+            if self.dropped is not None:
+                self.dropped.append(counts)
+        self._warn_dropped()
         return out, prov
+
+    def _warn_dropped(self) -> None:
+        """One warning per run, at the first block where the length cap dropped drawn examples."""
+        if self.dropped and any(d for _, d in self.dropped):
+            used, dropped = (sum(x) / len(self.dropped) for x in zip(*self.dropped))
+            print(f"warning: --negative-max-tokens {self.neg_budget}: the negative prompts hold {used:.1f} whole examples "
+                  f"on average, {dropped:.1f} drawn ones did not fit (first block where that happened); provenance "
+                  "lists the examples used", file=sys.stderr)
+            self.dropped = None
+        elif self.dropped is not None:
+            self.dropped = []
 
     def written(self, records):
         emb = None

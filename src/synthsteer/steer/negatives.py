@@ -5,9 +5,13 @@ batch started (the real examples plus every record of earlier batches), so rerun
 the same pools. `uniform` draws without replacement as in the paper; `nearest` (ours) takes the K
 examples closest to the sample's context in embedding space.
 
-The negative prompt is the drawn examples in draw order, each followed by the separator. It is cut
-to `max_tokens`: examples are kept whole while they fit, the first that does not is cut at the
-budget, and the rest are dropped.
+The negative prompt is the drawn examples in draw order, each followed by the separator, up to the
+last whole example that fits in `max_tokens`: the prompt always ends at a separator, so generation
+never continues a cut example, and provenance lists exactly the examples used. (Only when not even
+the first example fits is it cut, so that the branch still sees something of the pool.)
+
+With `--negative-share block`, every sample of a decoding block uses the draw of the block's first
+index: one negative prompt per block, prefilled once for all its rows.
 """
 
 from __future__ import annotations
@@ -42,13 +46,14 @@ class NegativePool:
         return torch.topk(sims, k).indices.tolist()
 
 
-def negative_prompt(tokenizer, texts: list[str], separator: str, max_tokens: int) -> list[int]:
-    """Token ids of the negative prompt, within `max_tokens`."""
+def negative_prompt(tokenizer, texts: list[str], separator: str, max_tokens: int) -> tuple[list[int], int]:
+    """Token ids of the negative prompt within `max_tokens`, and how many of `texts` it holds."""
     ids: list[int] = []
-    for text in texts:
+    for used, text in enumerate(texts):
         piece = tokenizer.encode(text + separator, add_special_tokens=False)
-        room = max_tokens - len(ids)
-        if room <= 0:
-            break
-        ids += piece[:room]
-    return ids
+        if len(ids) + len(piece) > max_tokens:
+            if used == 0:
+                return piece[:max_tokens], 1
+            return ids, used
+        ids += piece
+    return ids, len(texts)
