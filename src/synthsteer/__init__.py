@@ -19,6 +19,7 @@ _EXPORTS = {
     "ExpertConfig": ".steer.config", "train_expert": ".steer.expert",
     "EvalConfig": ".evaluate", "evaluate": ".evaluate",
     "FilterConfig": ".filter", "filter_run": ".filter",
+    "ExportConfig": ".export", "export_runs": ".export", "to_dataset": ".export",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -191,6 +191,7 @@ def expert(config: ExpertConfig, resume: bool = False, overwrite: bool = False):
 
 from .demo import DemoConfig  # noqa: E402
 from .evaluate import EvalConfig  # noqa: E402
+from .export import ExportConfig  # noqa: E402
 from .filter import FilterConfig  # noqa: E402
 
 
@@ -215,6 +216,16 @@ def filter_command(config: FilterConfig):
     s = filter_run(config)
     typer.echo(f"kept {s['kept']} of {s['input']} records (too short {s['too_short']}, duplicates {s['duplicate']}, "
                f"contaminated {s['contaminated']}) in {config.out}")
+
+
+@app.command("export")
+@_config_command(ExportConfig, positional=("runs",))
+def export_command(config: ExportConfig):
+    """Export runs as one dataset: a Hub-layout folder with a dataset card, parquet, JSON lines, or hub:ORG/NAME."""
+    from .export import export_runs
+
+    where = export_runs(config)
+    typer.echo(f"exported {', '.join(config.runs)} to {where}")
 
 
 @app.command()
