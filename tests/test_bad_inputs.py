@@ -47,7 +47,7 @@ def _cases(d: Path) -> list[tuple[list[str], str]]:
     gen = ["generate", "--model", "tiny", "--device", "cpu"]
     hard = [*gen, "--method", "hard", "--data", str(d / "q.jsonl"), "--field", "question"]
     soft = [*gen, "--method", "softsrv", "--prompt"]
-    fit = ["fit", "--data", str(d / "q.jsonl"), "--field", "question", "--device", "cpu"]
+    fit = ["fit", "--data", str(d / "q.jsonl"), "--field", "question", "--model", "tiny", "--device", "cpu"]
     cases = [
         ([*gen, "--temperature", "nan"], "--temperature must not be negative, got nan"),
         ([*gen, "--temperature", "inf"], "--temperature must not be negative, got inf"),
@@ -68,6 +68,12 @@ def _cases(d: Path) -> list[tuple[list[str], str]]:
         ([*gen, "--method", "magic"], "--method magic: use one of"),
         ([*gen, "--negative-draw", "far"], "--negative-draw far: use one of uniform, nearest"),
         ([*gen, "--chat-template", "maybe"], "--chat-template maybe: use one of auto, none"),
+        (["fit", "--field", "question"], "--data is required: a .jsonl/.json/.csv/.parquet file"),
+        (["fit", "--data", str(d / "q.jsonl"), "--field", "question"], "--model is required: a hub id or local path"),
+        (["expert", "--data", str(d / "q.jsonl")], "--model is required"),
+        (["eval", "--synthetic", str(d / "q.jsonl")], "--real is required: the real held-out data"),
+        (["generate", "--method", "plain", "--device", "cpu"], "--model is required"),
+        ([*fit, "--warmup-ratio", "1.5"], "--warmup-ratio must be in [0, 1], got 1.5"),
         ([*gen, "--workers", "2"], "--workers needs --engine ray"),
         ([*gen, "--ray-address", "auto"], "--ray-address needs --engine ray"),
         ([*gen, "--engine", "ray", "--workers", "0"], "--workers must be at least 1"),
@@ -121,11 +127,12 @@ def _cases(d: Path) -> list[tuple[list[str], str]]:
         ([*fit, "--prompt-length", "0"], "--prompt-length must be at least 1"),
         ([*fit, "--template", "{question}"], "--field and --template exclude each other"),
         ([*fit, "--out", str(d / "a_file")], "exists and is a file, not a directory"),
-        (["fit", "--data", str(d / "empty.jsonl"), "--field", "q", "--out", str(d / "out_fit")], "the dataset is empty"),
+        (["fit", "--data", str(d / "empty.jsonl"), "--field", "q", "--model", "tiny", "--out", str(d / "out_fit")],
+         "the dataset is empty"),
         (["expert", "--dropout", "1", "--device", "cpu"], "--dropout must be in [0, 1), got 1.0"),
         (["expert", "--r", "0", "--device", "cpu"], "--r must be at least 1"),
-        (["expert", "--data", str(d / "q.jsonl"), "--field", "question", "--target-modules", "nonexistent",
-          "--device", "cpu", "--out", str(d / "out_expert")], "--target-modules nonexistent:"),
+        (["expert", "--data", str(d / "q.jsonl"), "--field", "question", "--model", "tiny", "--target-modules",
+          "nonexistent", "--device", "cpu", "--out", str(d / "out_expert")], "--target-modules nonexistent:"),
         (["eval", "--synthetic", str(d / "q.jsonl"), "--max-samples", "-1"], "--max-samples must not be negative"),
         (["eval", "--synthetic", str(d / "q.jsonl"), "--knn-k", "0"], "--knn-k must be at least 1"),
         (["filter", str(d / "plain_dir"), "--near-threshold", "2"], "--near-threshold must be in (0, 1], got 2.0"),

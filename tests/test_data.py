@@ -99,3 +99,16 @@ def test_datasets_command(capsys):
 def test_unreachable_hub_dataset_is_a_clear_error():
     with pytest.raises(SynthsteerError, match="no-such-org/no-such-set: no such file, and loading it as a hub dataset failed"):
         load_records("no-such-org/no-such-set", field="text")
+
+
+def test_text_field_is_inferred_when_unambiguous(tmp_path):
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review,label\ngreat phone,1\nbroke in a day,0\n")
+    assert [r.text for r in load_records(str(reviews))] == ["great phone", "broke in a day"]  # the only text column
+    texts = tmp_path / "t.jsonl"
+    texts.write_text('{"text": "a", "title": "x"}\n{"text": "b", "title": "y"}\n')
+    assert [r.text for r in load_records(str(texts))] == ["a", "b"]  # a column named text
+    both = tmp_path / "b.jsonl"
+    both.write_text('{"q": "a", "a": "x", "n": 1}\n')
+    with pytest.raises(SynthsteerError, match=r"--field NAME or --template; string fields: q, a"):
+        load_records(str(both))

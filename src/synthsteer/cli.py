@@ -104,7 +104,12 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
                     v = tuple(x.strip() if isinstance(x, str) else x for x in items if str(x).strip())
                 config_kwargs[f.name] = v
             kwargs.pop("config_file", None)
-            return fn(config_cls(**config_kwargs), **kwargs)
+            config = config_cls(**config_kwargs)
+            if hasattr(config, "quiet"):
+                from .logs import setup
+
+                setup(config.quiet, config.log_level)
+            return fn(config, **kwargs)
 
         command.__signature__ = inspect.Signature(params)
         command.__doc__ = fn.__doc__

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import lzma
+import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,24 @@ def _read_csv(raw: bytes, path: Path) -> list[dict]:
         if None in row:  # more cells than header columns
             raise SynthsteerError(f"{path}:{reader.line_num}: row has more cells than the header has columns")
         rows.append(dict(row))
+    return _typed_columns(rows)
+
+
+def _typed_columns(rows: list[dict]) -> list[dict]:
+    """CSV cells are text; a column whose every non-empty cell is an integer (or a number) becomes
+    one, as `datasets` and pandas would read it (labels 0/1 stay labels, not strings)."""
+    for column in (rows[0] if rows else {}):
+        cells = [row[column] for row in rows if row[column] != ""]
+        for kind in (int, float):
+            try:
+                values = [kind(c) for c in cells]
+            except ValueError:
+                continue
+            if kind is float and not all(math.isfinite(v) for v in values):
+                break  # "nan"/"inf" words are text here
+            for row in rows:
+                row[column] = kind(row[column]) if row[column] != "" else None
+            break
     return rows
 
 
@@ -259,11 +278,22 @@ def content_id(row: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def infer_text_field(rows: list[dict], source: str) -> str:
+    """The text column when it is unambiguous: one named `text`, else the only column holding strings
+    (in the first 100 rows); otherwise an error that lists the columns."""
+    if all("text" in row for row in rows[:100]):
+        return "text"
+    strings = [k for k in rows[0] if all(isinstance(row.get(k), str) for row in rows[:100])]
+    if len(strings) == 1:
+        return strings[0]
+    raise SynthsteerError(f"{source}: say which text to use with --field NAME or --template; "
+                          f"{'string ' if strings else ''}fields: {', '.join(strings or rows[0])}")
+
+
 def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list[Record]:
     text_field = spec.text_field()
     if spec.template is None and text_field is None:
-        raise SynthsteerError(f"{spec.source}: say which text to use with --field NAME or --template; "
-                              f"fields: {', '.join(rows[0])}")
+        text_field = infer_text_field(rows, spec.source)
     needed = _template_fields(spec.template) if spec.template else [text_field]
     records, seen = [], {}
     for i, row in enumerate(rows):

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import write_json
-from .options import Options, option
+from .options import LogOptions, option
 
 
 @dataclass(frozen=True)
-class DemoConfig(Options):
+class DemoConfig(LogOptions):
     out: str = option("runs/demo", "Output directory (prompt, runs, demo.json).")
     model: str = option("smollm2", "The frozen LM (smollm2: SmolLM2-135M-Instruct; tiny for a quick check).")
     n: int = option(200, "Samples per method.", count=True)

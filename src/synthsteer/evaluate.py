@@ -16,15 +16,15 @@ import numpy as np
 from ._version import __version__
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
-from .options import Options, option
 from .metrics import SetInputs, compute_metrics, memorization, tstr
+from .options import LogOptions, option, require
 from .runs import checked_records
 
 REAL_VS_REAL = "real vs real"
 
 
 @dataclass(frozen=True)
-class EvalConfig(Options):
+class EvalConfig(LogOptions):
     """What `synthsteer eval` / `evaluate()` compares and how.
 
     real: held-out real data (any data source).
@@ -35,7 +35,7 @@ class EvalConfig(Options):
     max_samples: use at most this many samples per set (seeded subsample); 0 = all.
     """
 
-    real: str = option("builtin:gsm8k/test", "Real held-out data to compare with (any data source).")
+    real: str | None = option(None, "Real held-out data to compare with (any data source; required).", nonempty=True)
     synthetic: tuple[str, ...] = option((), "A synthetic set: a run directory or data source, optionally NAME=PATH "
                                             "(repeat for several).")
     out: str = option("runs/eval", "Output directory (report.json, report.html).")
@@ -55,6 +55,8 @@ class EvalConfig(Options):
         if isinstance(self.synthetic, str):  # one set given as a string, not a tuple of its characters
             object.__setattr__(self, "synthetic", (self.synthetic,))
         super().__post_init__()
+        require(self, "real", "the real held-out data to compare with (a data file, datasets directory, hub "
+                              "dataset or builtin:NAME/SPLIT)")
 
 
 @dataclass
@@ -160,6 +162,10 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise SynthsteerError(f"--synthetic: two sets share a name ({', '.join(names)}); label them NAME=PATH")
+    from .logs import attach, log
+
+    attach(config.out)
+    log.debug(f"eval: {len(sets)} synthetic set(s) against {config.real} ({len(real.texts)} texts)")
     train_texts = [r.text for r in load_records(DataSpec(config.train, field=config.field,
                                                          template=config.template))] if config.train else None
 
@@ -208,6 +214,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         "seconds": {"featurize": round(t_feat, 2), "metrics": round(t_metrics, 2), "total": round(time.time() - t0, 2)},
     }
     write_report(report, Path(config.out), real, sets, real_feats, feats)
+    from .logs import detach
+
+    detach()
     return report
 
 

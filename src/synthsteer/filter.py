@@ -14,13 +14,13 @@ from ._version import __version__
 from .artifacts import read_json
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
-from .options import Options, option
 from .metrics import copy_scores
+from .options import LogOptions, option
 from .runs import RunDir, checked_records
 
 
 @dataclass(frozen=True)
-class FilterConfig(Options):
+class FilterConfig(LogOptions):
     """run: the run directory to filter; out: the new run directory.
     dedup: drop records whose normalised text repeats an earlier record's.
     decontaminate: drop records that copy this data source (exact, near-duplicate at

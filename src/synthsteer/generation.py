@@ -11,7 +11,6 @@ of workers write the same records.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields
@@ -20,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import SynthsteerError
-from .options import DataOptions, EngineOptions, LMOptions, RunOptions, SamplingConfig, flag, option
+from .logs import log
+from .options import DataOptions, EngineOptions, LMOptions, LogOptions, RunOptions, SamplingConfig, flag, option
 from .prompts import HardPromptOptions
 from .softsrv.config import SoftSRVOptions
 from .steer.config import SteerOptions
@@ -32,12 +32,12 @@ METHODS = ("softsrv", "plain", "hard", "steer")
 
 
 @dataclass(frozen=True)
-class GenerateConfig(RunOptions, EngineOptions, LMOptions, DataOptions, SamplingConfig, HardPromptOptions, SoftSRVOptions,
+class GenerateConfig(RunOptions, LogOptions, EngineOptions, LMOptions, DataOptions, SamplingConfig, HardPromptOptions, SoftSRVOptions,
                      SteerOptions):
     """Everything `synthsteer generate` / `generate()` needs; the CLI flags map one to one.
 
     Built from the shared groups (run, LM, data, sampling) and one group per method (hard prompt,
-    SoftSRV, STEER). `model` defaults to the LM the prompt or expert was trained for, else `tiny`;
+    SoftSRV, STEER). `model` defaults to the LM the prompt or expert was trained for (required without one);
     `data` (the contexts, few-shot examples and negative pool) to the prompt's or expert's data.
     A setting of a group the method does not use is reported in one warning line.
     """
@@ -57,8 +57,8 @@ class GenerateConfig(RunOptions, EngineOptions, LMOptions, DataOptions, Sampling
                     raise SynthsteerError(f"{flag(name)} needs --engine ray")
         unused = ignored_settings(self)
         if unused:
-            print(f"warning: {', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --method "
-                  f"{self.method} (ignored)", file=sys.stderr)
+            log.warning(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --method "
+                        f"{self.method} (ignored)")
 
 
 # the option groups each method reads (the rest of a GenerateConfig is shared by all)
@@ -199,15 +199,13 @@ def write_blocks(run, blocks: list[Block], pool, *, uses_pool: bool, lag: int, b
         if uses_pool:
             complete[block.number] = sorted(block.done + records, key=lambda r: r["index"])
         new_tokens += tokens
-        bar.update(len(records))
-        bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):.0f}")
+        bar.update(len(records), tok_s=new_tokens / (time.time() - t0))
 
 
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
-    from tqdm.auto import tqdm
-
     from .artifacts import check_out
+    from .logs import Progress, attach, detach
     from .methods import method_class
     from .runs import RunDir, read_run
 
@@ -228,16 +226,19 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
         run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
                                                  "config": asdict(config)})
         try:
+            attach(run.path)
+            log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} records "
+                      "already there")
             on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
             blocks = plan_blocks(config.n, config.batch_size, run.hash, on_disk)
-            bar = tqdm(total=config.n, initial=sum(len(b.done) for b in blocks), desc=f"generate {config.method}",
-                       unit="sample", disable=not progress)
-            write_blocks(run, blocks, pool, uses_pool=cls.uses_pool,
-                         lag=getattr(config, "pool_lag", 0), bar=bar)
+            bar = Progress(config.n, f"generate {config.method}", "sample", initial=sum(len(b.done) for b in blocks),
+                           enabled=progress)
+            write_blocks(run, blocks, pool, uses_pool=cls.uses_pool, lag=getattr(config, "pool_lag", 0), bar=bar)
             bar.close()
             run.finish(n_requested=config.n)
         finally:
             run.close()
+            detach()
     finally:
         if config.engine == "ray":
             pool.close()

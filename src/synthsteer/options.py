@@ -59,12 +59,26 @@ def validate(config) -> None:
             raise SynthsteerError(f"{name} {rule}, got {v}")
 
 
+def require(config, name: str, what: str) -> None:
+    """Refuse a missing setting that has no honest default, saying what to pass."""
+    if getattr(config, name) is None:
+        raise SynthsteerError(f"{flag(name)} is required: {what}")
+
+
 @dataclass(frozen=True)
 class Options:
     """Base of every config: validation at construction."""
 
     def __post_init__(self):
         validate(self)
+
+
+@dataclass(frozen=True)
+class LogOptions(Options):
+    """What a command prints (logs.py); everything also goes to OUT/log.txt."""
+
+    quiet: bool = option(False, "Print errors only: no progress, notes or warnings (OUT/log.txt keeps them).")
+    log_level: str = option("info", "What reaches the terminal.", choices=("debug", "info", "warning", "error"))
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,10 @@ class LMOptions(Options):
         device; `revision` applies to --model only."""
         from .lm import load_lm
 
-        name = name or self.model or "tiny"
+        name = name or self.model
+        if name is None:
+            raise SynthsteerError("--model is required: a hub id or local path, a .gguf file, smollm2, or tiny (the "
+                                  "bundled test LM)")
         return load_lm(name, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
                        revision=self.revision if name == self.model else None)
 
@@ -133,20 +150,19 @@ class SamplingConfig(Options):
 
 
 @dataclass(frozen=True)
-class TrainConfig(LMOptions, DataOptions):
+class TrainConfig(LMOptions, DataOptions, LogOptions):
     """What every training command shares: the data, the frozen LM, and the loop's settings.
     `FitConfig` and `ExpertConfig` extend it (and override defaults)."""
 
-    data: str | None = option("builtin:gsm8k", DataOptions.__dataclass_fields__["data"].metadata["help"], nonempty=True)
     limit: int | None = option(None, "Use only the first N records.", count=True)
-    model: str | None = option("tiny", LMOptions.__dataclass_fields__["model"].metadata["help"], nonempty=True)
     out: str = option("runs/out", "Output directory.", nonempty=True)
     max_length: int = option(128, "Example tokens kept, EOS included.", count=True)
     steps: int = option(300, "Optimizer steps.", count=True)
     batch_size: int = option(16, "Examples per micro-batch.", count=True)
     grad_accum: int = option(1, "Micro-batches per optimizer step.", count=True)
     lr: float = option(3e-3, "Peak learning rate (AdamW).", gt=0)
-    warmup: int = option(30, "Linear warmup steps.", ge=0)
+    warmup: int | None = option(None, "Linear warmup steps (instead of --warmup-ratio).", ge=0)
+    warmup_ratio: float = option(0.1, "Linear warmup over this share of --steps (unless --warmup is given).", ge=0, le=1)
     weight_decay: float = option(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", gt=0)
     save_every: int = option(100, "Steps between checkpoints (atomic; --resume continues from the last).", count=True)
@@ -154,11 +170,21 @@ class TrainConfig(LMOptions, DataOptions):
     precision: str = option("auto", "Training math: auto (bf16 autocast on CUDA and on CPUs with native bf16, else "
                                     "float32), fp32 or bf16.", choices=("auto", "fp32", "bf16"))
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(self, "data", "a .jsonl/.json/.csv/.parquet file, a datasets directory, a hub dataset or "
+                              "builtin:NAME (`synthsteer datasets` lists them)")
+        require(self, "model", "a hub id or local path, a .gguf file, smollm2, or tiny (the bundled test LM)")
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else round(self.warmup_ratio * self.steps)
+
     def loop_settings(self):
         from .training import LoopSettings
 
-        return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup, self.weight_decay,
-                            self.max_grad_norm, self.save_every, self.seed, self.precision)
+        return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup_steps,
+                            self.weight_decay, self.max_grad_norm, self.save_every, self.seed, self.precision)
 
     def data_spec(self):
         from .data import DataSpec

@@ -15,9 +15,9 @@ so every worker's pool is exactly the local run's, whatever the number of worker
 from __future__ import annotations
 
 import os
-import sys
 
 from .errors import SynthsteerError
+from .logs import log
 
 MAX_RETRIES = 3  # per block: a block that kills three workers is a bug, not a flaky node
 _ENV_PREFIXES = ("SYNTHSTEER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
@@ -86,7 +86,7 @@ class RayPool:
             self.close()
             raise SynthsteerError("the Ray workers disagree on the run's settings (different synthsteer, transformers "
                                   "or model versions on the nodes?); give every node the same environment")
-        print(f"ray: {n} worker(s), {cpus} CPU(s) and {gpus} GPU(s) each", file=sys.stderr)
+        log.info(f"ray: {n} worker(s), {cpus} CPU(s) and {gpus} GPU(s) each")
 
     @property
     def idle(self) -> list[int]:
@@ -118,7 +118,7 @@ class RayPool:
             if self.retries[block.number] > MAX_RETRIES:
                 raise SynthsteerError(f"block {block.number} (records {block.indices.start}-{block.indices.stop - 1}) "
                                       f"killed {MAX_RETRIES} Ray workers; last: {str(e).splitlines()[0]}") from None
-            print(f"ray: a worker died on block {block.number}; retrying it on a new worker", file=sys.stderr)
+            log.warning(f"ray: a worker died on block {block.number}; retrying it on a new worker")
             ray.kill(self.workers[slot], no_restart=True)
             self.workers[slot], self.fed[slot] = self.make(), 0
             return block, None, 0

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import write_json
 from . import metrics as metrics_table
+from .artifacts import write_json
 from .metrics import Metric
+
 
 def columns() -> list[Metric]:
     """The table's columns: the metric table's entries that have a title."""

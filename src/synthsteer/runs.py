@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .artifacts import read_json, write_json
 from .errors import SynthsteerError
+from .logs import log
 
 
 def settings_hash(settings: dict) -> str:
@@ -62,7 +63,8 @@ class RunDir:
                               if old.get("settings", {}).get(k) != settings.get(k))
                 raise SynthsteerError(f"--out {self.path}: this run was made with other settings "
                                       f"(differs in {', '.join(diff) or 'version'}); use a new --out")
-        elif self.path.exists() and any(p.name not in (".lock", "manifest.json.tmp") for p in self.path.iterdir()):
+        elif self.path.exists() and any(p.name not in (".lock", "manifest.json.tmp", "log.txt")
+                                        for p in self.path.iterdir()):
             # (a run killed while writing its first manifest leaves only those two: it starts afresh)
             raise SynthsteerError(f"--out {self.path}: exists and is not a synthsteer run directory")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -136,8 +138,7 @@ def read_run(path: str | Path) -> list[dict]:
 def checked_records(path: str | Path) -> list[dict]:
     """`read_run` for readers of a finished run (eval, filter): one warning line when the run is
     unfinished (fewer records than it was asked for) or holds an id twice; one record per id."""
-    import sys
-
+    
     records = read_run(path)
     n = read_json(Path(path) / "manifest.json").get("n_requested")
     seen, unique = set(), []
@@ -151,5 +152,5 @@ def checked_records(path: str | Path) -> list[dict]:
     if n is not None and len(unique) < n:
         problems.append(f"unfinished: {len(unique)} of {n} records (rerun its generate command to complete it)")
     if problems:
-        print(f"warning: {path}: {'; '.join(problems)}", file=sys.stderr)
+        log.warning(f"{path}: {'; '.join(problems)}")
     return unique

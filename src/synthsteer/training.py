@@ -230,7 +230,7 @@ def prepare_out(out: Path, config, *, resume: bool, overwrite: bool, meta_file: 
     restore_interrupted(out, meta_file)  # a kill between the two renames of --overwrite's or a checkpoint's swap
     restore_interrupted(state, "state.json")
     ours = (out / meta_file).exists() or (state / meta_file).exists()
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != "log.txt" for p in out.iterdir()):  # a log alone: killed before any work
         if not (resume or overwrite):
             raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to "
                                   "replace it")
@@ -252,7 +252,7 @@ def prepare_out(out: Path, config, *, resume: bool, overwrite: bool, meta_file: 
     return Output(out, out)
 
 
-RESUMABLE = ("device", "save_every", "out")  # settings a resume may change: they do not change the result
+RESUMABLE = ("device", "save_every", "out", "quiet", "log_level")  # settings a resume may change: they do not change the result
 
 
 def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
@@ -275,7 +275,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     trainable parameters' gradients are summed over the ranks before the step: the same update as
     one process with the same global batch. Rank 0 alone writes checkpoints.
     """
-    from tqdm.auto import tqdm
+    from .logs import Progress
 
     rank, world = distributed()
     barrier()  # every rank has prepared its output before rank 0 writes anything
@@ -291,9 +291,9 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     order = ExampleOrder(lengths, s.batch_size, s.seed)
     amp = autocast_dtype(s.precision, device)
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
-    bar = tqdm(range(start, s.steps), initial=start, total=s.steps, desc=desc, disable=not progress or rank > 0)
+    bar = Progress(s.steps, desc, "step", initial=start, enabled=progress and rank == 0)
     t0, tokens, loss_ema = time.time(), 0, None
-    for step in bar:
+    for step in range(start, s.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=s.lr, warmup=s.warmup, total=s.steps)
         torch.manual_seed(stream_key(s.seed, Stream.TRAINING, step * world + rank))  # dropout: same on resume
@@ -324,11 +324,13 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         tokens += n_tokens + len(micro) * s.batch_size * prefix_tokens
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         history.append(round(loss, 5))
-        bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
+        # the step's own loss (what config.json's history and final_loss record) and a smoothed one
+        bar.update(1, loss=loss, loss_ema=loss_ema, tok_s=tokens / (time.time() - t0))
         if (step + 1) % s.save_every == 0 and step + 1 < s.steps and rank == 0:
             with atomic_dir(state_dir) as tmp:
                 save_weights(tmp)
                 save_optimizer(opt, tmp / "optimizer.safetensors")
                 write_json(tmp / "state.json", {"step": step + 1, "history": history})
+    bar.close()
     return {"loss_history": history, "final_loss": history[-1] if history else None,
             "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9)}

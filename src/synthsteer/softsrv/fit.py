@@ -19,6 +19,7 @@ from .._version import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
+from ..logs import attach, detach
 from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
@@ -63,6 +64,8 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     def load_weights(folder: Path) -> None:
         prompt.load_state_dict(load_file(str(folder / "prompt.safetensors"), device=str(lm.device)))
 
+    if distributed()[0] == 0:
+        attach(out)  # OUT/log.txt: what this run said, with the progress lines
     result = train_loop(
         params=list(prompt.parameters()),
         batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
@@ -76,4 +79,5 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         shutil.rmtree(out / "train_state", ignore_errors=True)
         target.commit()
     barrier()
+    detach()
     return target.final

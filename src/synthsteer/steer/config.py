@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..prompts import CHAT_TEMPLATE_MODES
 from ..options import Options, TrainConfig, option
+from ..prompts import CHAT_TEMPLATE_MODES
 
 DRAWS = ("uniform", "nearest")
 
@@ -47,7 +47,6 @@ class ExpertConfig(TrainConfig):
     out: str = option("runs/expert", "Output directory (the LoRA expert).", nonempty=True)
     steps: int = option(200, "Optimizer steps.", count=True)
     lr: float = option(1e-3, "Peak learning rate (AdamW).", gt=0)
-    warmup: int = option(20, "Linear warmup steps.", ge=0)
     instruction: str | None = option(None, "The instruction the expert learns to answer; default: the task's.")
     r: int = option(16, "LoRA rank.", count=True)
     alpha: int = option(32, "LoRA alpha.", count=True)

@@ -13,8 +13,9 @@ from ..artifacts import read_json, sha256_file, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint
-from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
+from ..logs import attach, detach
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
+from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
 from .config import ExpertConfig
 
 META = "synthsteer_expert.json"
@@ -71,6 +72,8 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         set_peft_model_state_dict(peft_model, load_file(str(folder / "adapter_model.safetensors")))
 
     params = [p for p in peft_model.parameters() if p.requires_grad]
+    if distributed()[0] == 0:
+        attach(out)  # OUT/log.txt: what this run said, with the progress lines
     result = train_loop(
         params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
         settings=config.loop_settings(),
@@ -85,6 +88,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         shutil.rmtree(out / "train_state", ignore_errors=True)
         target.commit()
     barrier()
+    detach()
     return target.final
 
 

@@ -11,7 +11,6 @@ STEER: the soft-prompted LM is the expert, the LM from its BOS the base; no fine
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 
 import torch
@@ -21,6 +20,7 @@ from ..decoder import Prefix
 from ..encoders import encode_cached, load_encoder
 from ..engine import Request, Step
 from ..errors import SynthsteerError
+from ..logs import log
 from ..methods import Method, register
 from ..softsrv.method import SoftPromptBranch
 from .negatives import NegativePool, negative_prompt
@@ -85,8 +85,8 @@ class Steer(Method):
             embeddings = encode_cached(self.encoder, [r.text for r in records])
         self.pool = NegativePool([r.id for r in records], [r.text for r in records], embeddings)
         if config.negatives > len(records):
-            print(f"warning: --negatives {config.negatives} is more than the {len(records)} real examples: each "
-                  "record takes the whole pool (real + written so far) until it holds that many", file=sys.stderr)
+            log.warning(f"--negatives {config.negatives} is more than the {len(records)} real examples: each "
+                        "record takes the whole pool (real + written so far) until it holds that many")
         self.start = start_token(self.lm.tokenizer)
         # the negative branch holds BOS, the negative prompt and every generated token
         max_pos = getattr(self.lm.model.config, "max_position_embeddings", None) or 10**9
@@ -158,9 +158,9 @@ class Steer(Method):
         """One warning per run, at the first block where the length cap dropped drawn examples."""
         if self.dropped and any(d for _, d in self.dropped):
             used, dropped = (sum(x) / len(self.dropped) for x in zip(*self.dropped))
-            print(f"warning: --negative-max-tokens {self.neg_budget}: the negative prompts hold {used:.1f} whole examples "
-                  f"on average, {dropped:.1f} drawn ones did not fit (first block where that happened); provenance "
-                  "lists the examples used", file=sys.stderr)
+            log.warning(f"--negative-max-tokens {self.neg_budget}: the negative prompts hold {used:.1f} whole "
+                        f"examples on average, {dropped:.1f} drawn ones did not fit (first block where that happened); "
+                        "provenance lists the examples used")
             self.dropped = None
         elif self.dropped is not None:
             self.dropped = []

@@ -1,0 +1,164 @@
+"""Logs people can read: what a command says, where it goes, and how progress is reported.
+
+Everything synthsteer says goes through the `synthsteer` logger: to stderr at `--log-level`
+(warnings as `warning: ...`; `--quiet` keeps only errors) and, once a command knows its output
+directory, to `OUT/log.txt` with timestamps, whatever the level on screen. Python warnings and the
+chatter of transformers, sentence-transformers and datasets (weight-loading bars, deprecation
+notices) go to the log file, not the terminal.
+
+`Progress` is a tqdm bar on a terminal; anywhere else (a pipe, a file, a cluster's log) it is one
+plain line per tenth of the work with the same figures, so a log stays a few dozen lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("synthsteer")
+
+
+class _Console(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return prefix + record.getMessage()
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever sys.stderr is at the time of the message (pytest and notebooks swap it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(_Console())
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_console = _Stderr()
+log.setLevel(logging.DEBUG)
+log.propagate = False
+log.addHandler(_console)  # the Python API prints notes and warnings as the CLI does
+
+
+def setup(quiet: bool = False, level: str = "info") -> None:
+    """The terminal side (`--quiet`, `--log-level`); third-party chatter muted."""
+    _console.setLevel(logging.ERROR if quiet else getattr(logging, level.upper()))
+    logging.captureWarnings(True)  # warnings.warn -> the py.warnings logger -> log.txt, not the terminal
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.propagate = False
+    if not warnings_log.handlers:
+        warnings_log.addHandler(logging.NullHandler())  # until a log file is attached
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.utils.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def attach(out: str | Path) -> Path:
+    """Also write everything to `out/log.txt` (appended: a resumed run adds to its log)."""
+    path = Path(out) / "log.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(h)
+        logging.getLogger("py.warnings").removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    logging.getLogger("py.warnings").addHandler(handler)
+    return path
+
+
+def detach() -> None:
+    for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(h)
+        logging.getLogger("py.warnings").removeHandler(h)
+        h.close()
+
+
+def quiet_console() -> bool:
+    return _console.level > logging.INFO
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """Progress of `total` units: a tqdm bar on a terminal, else a line per tenth of the work; either
+    way those lines go to the log file.
+
+    Args:
+        total: units of work (steps, samples).
+        desc: what is running, e.g. "fit mc".
+        unit: the unit's name.
+        initial: units already done (a resumed run).
+        enabled: False shows nothing on screen (the API's `progress=False`; `--quiet`).
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True):
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.start_n, self.t0 = initial, time.time()
+        self.figures: dict[str, str] = {}
+        self.next_line = self._next(initial)
+        enabled = enabled and not quiet_console()
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit)
+        self.lines_on_screen = enabled and self.bar is None
+
+    def _next(self, n: int) -> int:
+        tenth = max(1, self.total // 10)
+        return (n // tenth + 1) * tenth
+
+    def update(self, n: int = 1, **figures) -> None:
+        self.n += n
+        self.figures.update({k: v if isinstance(v, str) else f"{v:,.3f}" if isinstance(v, float) and abs(v) < 100
+                             else f"{v:,.0f}" for k, v in figures.items()})
+        if self.bar is not None:
+            self.bar.update(n)
+            if figures:
+                self.bar.set_postfix(self.figures, refresh=False)
+        if self.n >= self.next_line or self.n >= self.total:
+            self.next_line = self._next(self.n)
+            self._line()
+
+    def _line(self) -> None:
+        elapsed = time.time() - self.t0
+        done = self.n - self.start_n
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.n) / rate if rate > 0 else 0.0
+        figures = "  ".join(f"{k} {v}" for k, v in self.figures.items())
+        line = (f"{self.desc}: {self.n}/{self.total} {self.unit}s ({100 * self.n / max(1, self.total):.0f}%)  "
+                f"{rate:.2f} {self.unit}/s  {figures}  elapsed {_duration(elapsed)}  eta {_duration(eta)}")
+        if self.lines_on_screen:
+            log.info(line)
+        else:  # on screen as a bar, or nothing: the line goes to the log file only
+            log.debug(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,44 @@
+"""Logs people can read: progress as a few plain lines off a terminal, --quiet, OUT/log.txt."""
+
+import json
+import re
+
+import pytest
+
+from synthsteer.cli import main
+
+
+def _run(args):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0
+
+
+def test_generate_piped_prints_ten_lines_and_keeps_a_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    _run(["generate", "--method", "plain", "--model", "tiny", "--n", "40", "--batch-size", "2", "--max-new-tokens", "4",
+          "--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    progress = [line for line in err if line.startswith("generate plain: ")]
+    assert len(progress) == 10 and progress[-1].startswith("generate plain: 40/40 samples (100%)")
+    assert all("\r" not in line and "tok_s" in line and "eta" in line for line in progress)
+    assert not [line for line in err if "Loading weights" in line or "Warning" in line]  # third-party chatter
+    log = (out / "log.txt").read_text()
+    assert "40/40 samples (100%)" in log and re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d DEBUG generate plain", log, re.M)
+    # a rerun appends to the same log; --quiet prints nothing but the result line
+    _run(["generate", "--method", "plain", "--model", "tiny", "--n", "44", "--batch-size", "2", "--max-new-tokens",
+          "4", "--device", "cpu", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith("run written to")
+    assert "44/44 samples (100%)" in (out / "log.txt").read_text()
+
+
+def test_fit_progress_shows_the_loss_config_json_records(tmp_path, capsys):
+    out = tmp_path / "p"
+    _run(["fit", "--data", "builtin:gsm8k", "--field", "question", "--limit", "16", "--model", "tiny", "--encoder",
+          "lm-mean", "--steps", "5", "--batch-size", "4", "--prompt-length", "4", "--mlp-hidden", "8", "--device",
+          "cpu", "--out", str(out), "--log-level", "warning"])
+    assert capsys.readouterr().err == ""  # --log-level warning: no progress lines on screen
+    last = [line for line in (out / "log.txt").read_text().splitlines() if "fit mc: 5/5 steps" in line][-1]
+    final = json.loads((out / "config.json").read_text())["final_loss"]
+    assert f" loss {final:,.3f} " in last and "loss_ema" in last
