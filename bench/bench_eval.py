@@ -18,7 +18,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SYNTHSTEER_CACHE"] = f"{tmp}/cache"  # a cold cache for the first run
         from synthsteer.data import load_records
-        from synthsteer.evaluate import EvalConfig, evaluate
+        from synthsteer.evaluation import EvalConfig, evaluate
 
         recs = load_records("builtin:gsm8k/train", field="question", limit=2 * args.n)
         for name, part in (("real", recs[: args.n]), ("synthetic", recs[args.n:])):

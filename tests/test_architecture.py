@@ -99,7 +99,7 @@ def test_a_new_metric_is_one_table_entry(tmp_path, monkeypatch):
     import json
 
     from synthsteer import metrics
-    from synthsteer.evaluate import EvalConfig, evaluate
+    from synthsteer.evaluation import EvalConfig, evaluate
     from synthsteer.report import headers, transposed
 
     extra = metrics.Metric("question_marks", "question marks", "", "{:.2f}",
@@ -139,3 +139,16 @@ def test_a_new_parameterization_is_one_registered_class(monkeypatch):
     assert isinstance(p, Scaled) and p(torch.randn(2, 4)).shape == (2, 3, 8)
     with pytest.raises(SynthsteerError, match="--parameterization nope: use one of nsp, mp, mc, scaled"):
         prompt.SoftPrompt(SoftPromptConfig("nope", length=3, hidden_size=8, context_dim=4))
+
+
+def test_every_command_is_a_callable_of_the_package():
+    import importlib
+
+    for module in ("evaluation", "export", "filter", "generation", "softsrv.fit", "steer.expert"):
+        importlib.import_module(f"synthsteer.{module}")  # a submodule named like a function would shadow it
+    import synthsteer
+
+    for name in ("fit_soft_prompt", "train_expert", "generate", "evaluate", "filter_run", "export_runs", "to_dataset"):
+        assert callable(getattr(synthsteer, name)), name
+    for name in ("FitConfig", "ExpertConfig", "GenerateConfig", "EvalConfig", "FilterConfig", "ExportConfig"):
+        assert isinstance(getattr(synthsteer, name), type), name

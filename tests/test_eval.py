@@ -6,7 +6,7 @@ import pytest
 
 from synthsteer.cli import main
 from synthsteer.data import load_records
-from synthsteer.evaluate import EvalConfig, evaluate
+from synthsteer.evaluation import EvalConfig, evaluate
 
 
 def _write(path, rows):
@@ -45,6 +45,22 @@ def test_identical_and_disjoint_sets(report):
     assert r["metrics"]["real vs real"]["mauve"]["mean"] > other["mauve"]["mean"]
     assert any("MAUVE is biased" in w for w in r["warnings"])
     assert r["featurizer"] == "st:minilm" and r["packages"]["mauve-text"]
+
+
+def test_each_set_gets_a_verdict_and_samples_beside_real_ones(report, sets):
+    r, out = report
+    same, other = r["metrics"]["same"], r["metrics"]["other"]
+    assert same["verdict"].startswith("close to the real data: MAUVE") and "barely" in same["verdict"]
+    assert other["verdict"].startswith("far from the real data: MAUVE 0.0") and "perfectly (AUROC 1.00)" in \
+        other["verdict"]
+    real = {json.loads(line)["text"] for line in open(sets["real"])}
+    toxic = {json.loads(line)["text"] for line in open(sets["other"])}
+    ex = other["examples"]
+    assert len(ex["synthetic"]) == 10 and set(ex["synthetic"]) <= toxic and set(ex["real"]) <= real
+    # a sample of the identical set has itself as its closest real text
+    assert all(n["synthetic"] == n["real"] and n["cosine"] > 0.99 for n in same["examples"]["neighbours"])
+    page = (out / "report.html").read_text()
+    assert page.count('class="verdict"') == 3 and "closest real (cosine" in page
 
 
 def test_copied_training_examples_are_flagged(report, sets):
@@ -108,10 +124,19 @@ def test_tstr_on_bundled_labelled_sets(tmp_path, name, field, label):
         return [{"text": r.text, "label": r.meta[label]} for r in recs[:: len(recs) // n][:n]]
 
     real_rows, syn_rows = every_kth("heldout", 300), every_kth("train", 300)
-    cfg = EvalConfig(real=_write(tmp_path / "real.jsonl", real_rows), synthetic=(_write(tmp_path / "syn.jsonl", syn_rows),),
+    values = sorted({x["label"] for x in real_rows})
+    flipped = [{**x, "label": values[1 - values.index(x["label"])]} for x in syn_rows]  # every label wrong
+    unlabelled = [{"text": x["text"]} for x in syn_rows[:100]]
+    cfg = EvalConfig(real=_write(tmp_path / "real.jsonl", real_rows),
+                     synthetic=(_write(tmp_path / "syn.jsonl", syn_rows), _write(tmp_path / "flipped.jsonl", flipped),
+                                _write(tmp_path / "plain.jsonl", unlabelled)),
                      field="text", label_field="label", out=str(tmp_path / "out"), device="cpu", mauve_seeds=(0,))
     r = evaluate(cfg, progress=False)
     t = r["metrics"]["syn"]["tstr"]
+    # labels hold on real-looking data, and a judge trained on real labels sees through flipped ones
+    assert r["metrics"]["syn"]["label_agreement"] > 0.6 > r["metrics"]["flipped"]["label_agreement"]
+    # an unlabelled baseline sits in the same report, without TSTR
+    assert "tstr" not in r["metrics"]["plain"] and r["metrics"]["plain"]["mauve"]["mean"] > 0
     majority = max(sum(x["label"] == v for x in real_rows) for v in {x["label"] for x in real_rows}) / len(real_rows)
     assert t["n_train"] == 300 and t["accuracy"] > (0.6 if name == "jigsaw" else 0.5)
     assert r["metrics"]["real vs real"]["tstr"]["accuracy"] is not None

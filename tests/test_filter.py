@@ -63,3 +63,31 @@ def test_unfinished_run_and_duplicate_ids_are_reported_and_deduplicated(tmp_path
     assert err == [f"warning: {tmp_path / 'run'}: 1 duplicate ids (kept the first of each); unfinished: 3 of 5 "
                    "records (rerun its generate command to complete it)"]
     assert summary["input"] == 3 and summary["kept"] == 3
+
+
+def test_label_consistent_drops_records_whose_label_the_real_data_contradicts(tmp_path, capsys):
+    from synthsteer.data import load_records
+    from synthsteer.runs import RunDir
+
+    # two labels a judge can learn from 300 real rows: math word problems and Wikipedia comments
+    math = [(r.text, "math") for r in load_records("builtin:gsm8k/train", limit=200)]
+    talk = [(r.text, "comment") for r in load_records("builtin:jigsaw/train", field="comment_text", limit=200)]
+    real = tmp_path / "real.jsonl"
+    real.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in math[:150] + talk[:150]))
+    unseen = [x for pair in zip(math[150:], talk[150:]) for x in pair]  # 100 rows, alternating
+    swap = {"math": "comment", "comment": "math"}
+    run = RunDir(tmp_path / "run", {"method": "test"}, info={"n_requested": 100})
+    # the first 50 records carry their true label, the last 50 the other one
+    run.append([{"id": f"r{i}", "index": i, "text": t, "label": lab if i < 50 else swap[lab], "provenance": {}}
+                for i, (t, lab) in enumerate(unseen)])
+    run.finish()
+    run.close()
+    out = tmp_path / "clean"
+    with pytest.raises(SystemExit) as e:
+        main(["filter", str(tmp_path / "run"), "--label-consistent", str(real), "--field", "text", "--label-field",
+              "label", "--device", "cpu", "--out", str(out)])
+    assert e.value.code == 0 and "label-inconsistent" in capsys.readouterr().out
+    kept = {r["index"] for r in read_run(out)}
+    assert len(kept & set(range(50))) >= 48 and len(kept & set(range(50, 100))) <= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["filter_summary"]["label_inconsistent"] == 100 - len(kept)

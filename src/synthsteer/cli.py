@@ -105,11 +105,15 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
                 config_kwargs[f.name] = v
             kwargs.pop("config_file", None)
             config = config_cls(**config_kwargs)
-            if hasattr(config, "quiet"):
-                from .logs import setup
+            if not hasattr(config, "quiet"):
+                return fn(config, **kwargs)
+            from .logs import setup
 
-                setup(config.quiet, config.log_level)
-            return fn(config, **kwargs)
+            setup(config.quiet, config.log_level)
+            try:
+                return fn(config, **kwargs)
+            finally:
+                setup()  # the defaults again, for whatever runs next in this process (a notebook, a test)
 
         command.__signature__ = inspect.Signature(params)
         command.__doc__ = fn.__doc__
@@ -195,7 +199,7 @@ def expert(config: ExpertConfig, resume: bool = False, overwrite: bool = False):
 
 
 from .demo import DemoConfig  # noqa: E402
-from .evaluate import EvalConfig  # noqa: E402
+from .evaluation import EvalConfig  # noqa: E402
 from .export import ExportConfig  # noqa: E402
 from .filter import FilterConfig  # noqa: E402
 
@@ -204,7 +208,7 @@ from .filter import FilterConfig  # noqa: E402
 @_config_command(EvalConfig)
 def eval_command(config: EvalConfig):
     """Score synthetic sets against real held-out data; write report.json and report.html."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .report import print_table
 
     report = evaluate(config)
@@ -215,12 +219,14 @@ def eval_command(config: EvalConfig):
 @app.command("filter")
 @_config_command(FilterConfig, positional=("run",))
 def filter_command(config: FilterConfig):
-    """Drop short, duplicate and contaminated records of a run into a new run directory."""
+    """Drop short, duplicate, contaminated and label-inconsistent records of a run into a new run directory."""
     from .filter import filter_run
 
     s = filter_run(config)
     typer.echo(f"kept {s['kept']} of {s['input']} records (too short {s['too_short']}, duplicates {s['duplicate']}, "
-               f"contaminated {s['contaminated']}) in {config.out}")
+               f"contaminated {s['contaminated']}"
+               + (f", label-inconsistent {s['label_inconsistent']}" if "label_inconsistent" in s else "")
+               + f") in {config.out}")
 
 
 @app.command("export")

@@ -1,7 +1,8 @@
 """`synthsteer filter`: the clean-up users do before training on synthetic data.
 
-Drops records that are too short, exact duplicates of an earlier record, or copies of a reference
-set (decontamination against test data, or against the training data). Kept records are written
+Drops records that are too short, exact duplicates of an earlier record, copies of a reference
+set (decontamination against test data, or against the training data), or, for labelled data,
+records whose label a classifier trained on real labelled data does not predict. Kept records are written
 unchanged, provenance included, to a new run directory whose manifest says what was dropped.
 """
 
@@ -37,6 +38,18 @@ class FilterConfig(LogOptions):
     min_length: int = option(0, "Drop records with fewer words.", ge=0)
     near_threshold: float = option(0.8, "Character-5-gram Jaccard at which a record counts as a near copy.", gt=0, le=1)
     ngram: int = option(13, "Length in words of a verbatim run that counts as a copy.", count=True)
+    label_consistent: str | None = option(None, "Drop records whose --label-field a classifier trained on this "
+                                                "labelled real data (text by --field/--template) does not predict.",
+                                          nonempty=True)
+    label_field: str | None = option(None, "The label of the records and of --label-consistent's rows.")
+    encoder: str = option("minilm", "Featurizer of --label-consistent: minilm (bundled) or a sentence-transformers "
+                                    "id/path.")
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.label_consistent and not self.label_field:
+            raise SynthsteerError("--label-consistent needs --label-field (the label of the records and real rows)")
 
 
 def filter_run(config: FilterConfig) -> dict:
@@ -71,6 +84,8 @@ def filter_run(config: FilterConfig) -> dict:
                  if not (c["exact"] or c["jaccard"] >= config.near_threshold or c["verbatim"])]
         dropped["contaminated"] = len(keep) - len(clean)
         keep = clean
+    if config.label_consistent:
+        keep, dropped["label_inconsistent"] = _label_consistent(keep, config)
     source = read_json(Path(config.run) / "manifest.json")
     settings = {**source["settings"], "filter": asdict(config) | {"out": None}}
     run = RunDir(config.out, settings, info={"filtered_from": str(config.run), "synthsteer_version": __version__})
@@ -79,3 +94,24 @@ def filter_run(config: FilterConfig) -> dict:
     run.finish(filter_summary=summary)
     run.close()
     return summary
+
+
+def _label_consistent(records: list[dict], config: FilterConfig) -> tuple[list[dict], int]:
+    """The records whose label the judge (trained on the labelled real data) agrees with."""
+    from .encoders import encode_cached, load_encoder
+    from .metrics import label_classifier
+
+    field = config.label_field
+    real = load_records(DataSpec(config.label_consistent, field=config.field, template=config.template))
+    if any(field not in r.meta for r in real):
+        raise SynthsteerError(f"--label-consistent {config.label_consistent}: rows have no field {field!r}")
+    labels = [r.get(field, r.get("provenance", {}).get(field)) for r in records]
+    if any(lab is None for lab in labels):
+        raise SynthsteerError(f"{config.run}: records carry no {field!r} (generate with --label-field {field})")
+    encoder = load_encoder(config.encoder, device=config.device if config.device != "auto" else "cpu")
+    judge = label_classifier(encode_cached(encoder, [r.text for r in real]).numpy(), [r.meta[field] for r in real])
+    if judge is None:
+        raise SynthsteerError(f"--label-consistent {config.label_consistent}: the real rows have one label only")
+    pred = judge.predict(encode_cached(encoder, [r["text"] for r in records]).numpy()) if records else []
+    keep = [r for r, p, lab in zip(records, pred, labels) if str(p) == str(lab)]
+    return keep, len(records) - len(keep)

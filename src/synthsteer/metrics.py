@@ -1,7 +1,7 @@
 """Metrics that say whether synthetic text looks like the real thing.
 
 Small functions with explicit arguments, each computing one number (or one small dict) from texts
-or embedding matrices; `evaluate.py` decides which to run on what.
+or embedding matrices; `evaluation.py` decides which to run on what.
 
 Fidelity:     mauve_score, knn_precision_recall, nearest_cosine
 Diversity:    distinct_n, steer_diversity, self_bleu, compression_ratio, vendi_score
@@ -169,6 +169,23 @@ def tstr(train_x: np.ndarray, train_y: list, test_x: np.ndarray, test_y: list, *
     return {"accuracy": float(accuracy_score(test_y, pred)),
             "macro_f1": float(f1_score(test_y, pred, average="macro")),
             "n_train": len(train_y), "n_test": len(test_y)}
+
+
+def label_classifier(x: np.ndarray, y: list, *, seed: int = 0):
+    """A logistic-regression judge of labels, trained on the real data's embeddings (None: one class)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(y)) < 2:
+        return None
+    return LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
+
+
+def label_agreement(judge, x: np.ndarray, labels: list) -> float | None:
+    """Share of records whose intended label the real-data judge also predicts: do the labels hold?"""
+    if judge is None:
+        return None
+    pred = judge.predict(x)
+    return float(np.mean([str(p) == str(lab) for p, lab in zip(pred, labels)]))
 
 
 # ---------------------------------------------------------------- memorization

@@ -35,18 +35,31 @@ def rows(report: dict) -> list[tuple[str, list[str]]]:
         cells.append(f"{mem['exact_rate']:.1%} / {mem['near_rate']:.1%} / {mem['verbatim_rate']:.1%}" if mem else "–")
         t = m.get("tstr")
         cells.append(f"{t['accuracy']:.3f} / {t['macro_f1']:.3f}" if t and t.get("accuracy") is not None else "–")
+        agree = m.get("label_agreement")
+        cells.append(f"{agree:.1%}" if agree is not None else "–")
         out.append((name, cells))
     return out
 
 
 def headers() -> list[str]:
-    return [f"{c.title} {c.better}".strip() for c in columns()] + ["copied exact / near / 13-gram", "TSTR acc / F1"]
+    return [f"{c.title} {c.better}".strip() for c in columns()] + ["copied exact / near / 13-gram", "TSTR acc / F1",
+                                                                     "labels hold ↑"]
+
+
+def label(report: dict, name: str) -> str:
+    """A set's column title: its name and the settings in which the sets differ."""
+    sets = list(report["sets"])
+    if name not in sets:
+        return name
+    varying = report.get("varying_settings") or {}
+    shown = [f"{k}={v[sets.index(name)]}" for k, v in varying.items() if k != "out"]
+    return f"{name} ({', '.join(shown[:4])})" if shown else name
 
 
 def transposed(report: dict) -> tuple[list[str], list[list[str]]]:
     """Metrics as rows and sets as columns: many metrics, few sets, so it fits a terminal."""
     table = rows(report)
-    names = [name for name, _ in table]
+    names = [label(report, name) for name, _ in table]
     return names, [[h, *(cells[i] for _, cells in table)] for i, h in enumerate(headers())]
 
 
@@ -63,6 +76,9 @@ def print_table(report: dict) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    for name, m in report["metrics"].items():
+        if m.get("verdict"):
+            console.print(f"{name}: {m['verdict']}", markup=False, highlight=False)
     for w in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
@@ -158,6 +174,18 @@ def render_html(report: dict, images: dict[str, str]) -> str:
                             f"(Jaccard {w['jaccard']}, exact {w['exact']}, verbatim {w['verbatim_ngram']})</li>"
                             for w in worst)
             offenders += f"<h3>{esc(name)}</h3><ol>{items}</ol>"
+    looks = ""
+    for name, m in report["metrics"].items():
+        ex = m.get("examples")
+        if not ex:
+            continue
+        pairs = "".join(f"<tr><td>{esc(a[:400])}</td><td>{esc(b[:400])}</td></tr>"
+                        for a, b in zip(ex["synthetic"], ex["real"]))
+        near = "".join(f"<li>{esc(n['synthetic'][:300])}<br><i>closest real (cosine {n['cosine']}):</i> "
+                       f"{esc(n['real'][:300])}</li>" for n in ex["neighbours"])
+        looks += (f'<h3>{esc(label(report, name))}</h3><p class="verdict"><b>{esc(m["verdict"])}</b></p>'
+                  f'<table class="samples"><tr><th>synthetic (10 at random)</th><th>real (10 at random)</th></tr>'
+                  f"{pairs}</table><p>Closest real text to a few samples:</p><ol>{near}</ol>")
     warn = "".join(f"<li>{esc(w)}</li>" for w in report["warnings"])
     sets = "".join(f"<li><b>{esc(n)}</b>: {esc(s['source'])} (n={s['n']})</li>" for n, s in report["sets"].items())
     mauve_note = (f"MAUVE: mean ± std over k-means seeds {report['config']['mauve_seeds']}, featurizer "
@@ -166,9 +194,11 @@ def render_html(report: dict, images: dict[str, str]) -> str:
 <html><head><meta charset="utf-8"><title>synthsteer report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+table.samples td{{text-align:left;vertical-align:top;width:50%}}
 figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 <body><h1>synthsteer evaluation</h1>
 <p>Real data: {esc(report['real']['source'])} (n={report['real']['n']}). Synthetic sets:</p><ul>{sets}</ul>
+<h2>Verdicts and samples</h2>{looks}
 <h2>Metrics</h2><table id="metrics"><tr>{head}</tr>{body}</table>
 <p>{mauve_note} Arrows say which way is better; "real vs real" compares two disjoint halves of the real
 data and is the ceiling. AUROC is a 5-fold real-vs-synthetic classifier: 0.5 means indistinguishable.</p>

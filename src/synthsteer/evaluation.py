@@ -16,7 +16,7 @@ import numpy as np
 from ._version import __version__
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
-from .metrics import SetInputs, compute_metrics, memorization, tstr
+from .metrics import SetInputs, compute_metrics, label_agreement, label_classifier, memorization, tstr
 from .options import LogOptions, option, require
 from .runs import checked_records
 
@@ -89,18 +89,19 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
         labels = None
         if label_field:
             labels = [r.get(label_field, r.get("provenance", {}).get(label_field)) for r in records]
-            if any(lab is None for lab in labels):
-                raise SynthsteerError(f"--synthetic {src}: records carry no {label_field!r} (generate with "
-                                      f"--label-field {label_field})")
+            if all(lab is None for lab in labels):
+                labels = None  # an unlabelled baseline: scored like the rest, without TSTR
+            elif any(lab is None for lab in labels):
+                raise SynthsteerError(f"--synthetic {src}: some records carry no {label_field!r}")
         settings = read_json(path / "manifest.json").get("settings", {})
         return TextSet(name, src, [r["text"] for r in records], labels, settings)
     records = load_records(DataSpec(src, field=config.field, template=config.template))
     labels = None
     if label_field:
         missing = [r for r in records if label_field not in r.meta]
-        if missing:
-            raise SynthsteerError(f"--synthetic {src}: no field {label_field!r}; fields: {', '.join(missing[0].meta)}")
-        labels = [r.meta[label_field] for r in records]
+        if missing and len(missing) < len(records):
+            raise SynthsteerError(f"--synthetic {src}: some records have no field {label_field!r}")
+        labels = None if missing else [r.meta[label_field] for r in records]
     return TextSet(name, src, [r.text for r in records], labels)
 
 
@@ -129,6 +130,35 @@ def varying_settings(sets: list[TextSet]) -> dict[str, list]:
     skip = ("hash", "sha256", "fingerprint", "key")
     return {k.split(".")[-1]: [f.get(k) for f in flats] for k in keys
             if len({repr(f.get(k)) for f in flats}) > 1 and not any(s in k for s in skip)}
+
+
+def verdict(metrics: dict, ceiling: dict) -> str:
+    """One line on how far a set is from the real data, against the real-vs-real ceiling."""
+    m, c = metrics["mauve"]["mean"], ceiling["mauve"]["mean"]
+    auroc = metrics.get("auroc")
+    share = m / c if c > 0 else 0.0
+    where = ("close to the real data" if share >= 0.8 else "partly like the real data" if share >= 0.4
+             else "far from the real data")
+    line = f"{where}: MAUVE {m:.2f} vs ceiling {c:.2f}"
+    if auroc is not None:
+        how = ("perfectly" if auroc >= 0.98 else "easily" if auroc >= 0.85 else "often" if auroc >= 0.7
+               else "barely")
+        line += f"; a classifier tells them apart {how} (AUROC {auroc:.2f})"
+    return line
+
+
+def examples(texts: list[str], feats: np.ndarray, real_texts: list[str], real_feats: np.ndarray, *, k: int = 10,
+             neighbours: int = 3, seed: int = 0) -> dict:
+    """k random samples beside k random real texts, and the closest real text to a few samples (cosine
+    of the featurizer's normalised embeddings): what a reader should look at before the numbers."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(texts), size=min(k, len(texts)), replace=False)
+    real_pick = rng.choice(len(real_texts), size=min(k, len(real_texts)), replace=False)
+    sims = feats[pick[:neighbours]] @ real_feats.T
+    closest = sims.argmax(1)
+    return {"synthetic": [texts[i] for i in pick], "real": [real_texts[i] for i in real_pick],
+            "neighbours": [{"synthetic": texts[i], "real": real_texts[j], "cosine": round(float(sims[n, j]), 3)}
+                           for n, (i, j) in enumerate(zip(pick[:neighbours], closest))]}
 
 
 def set_metrics(name: str, texts: list[str], feats: np.ndarray, real_texts: list[str], real_feats: np.ndarray,
@@ -197,9 +227,16 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         test_x, test_y = real_feats[half_b], [real.labels[i] for i in half_b]
         results[REAL_VS_REAL]["tstr"] = tstr(real_feats[half_a], [real.labels[i] for i in half_a], test_x, test_y,
                                              seed=config.seed)
+        judge = label_classifier(real_feats, real.labels, seed=config.seed)
         for s in sets:
+            if s.labels is None:
+                continue
             results[s.name]["tstr"] = tstr(feats[s.name], s.labels, test_x, test_y, seed=config.seed)
+            results[s.name]["label_agreement"] = label_agreement(judge, feats[s.name], s.labels)
     t_metrics = time.time() - t_metrics
+    for s in sets:
+        results[s.name]["verdict"] = verdict(results[s.name], results[REAL_VS_REAL])
+        results[s.name]["examples"] = examples(s.texts, feats[s.name], real.texts, real_feats, seed=config.seed)
 
     import importlib.metadata as md
 
