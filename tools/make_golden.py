@@ -35,15 +35,20 @@ def runs(prompt: Path, expert: Path) -> dict[str, GenerateConfig]:
     }
 
 
+def write_runs(prompt: Path, expert: Path) -> None:
+    shutil.rmtree(GOLDEN / "runs", ignore_errors=True)
+    for name, config in runs(prompt, expert).items():
+        generate(GenerateConfig(**{**config.__dict__, "out": str(GOLDEN / "runs" / name)}), progress=False)
+        for extra in (".lock", "log.txt"):  # the lock and the log are not part of what is compared
+            (GOLDEN / "runs" / name / extra).unlink(missing_ok=True)
+        print(f"wrote {GOLDEN / 'runs' / name}")
+
+
 def main() -> None:
     import sys
 
     if "--runs-only" in sys.argv[1:]:
-        shutil.rmtree(GOLDEN / "runs", ignore_errors=True)
-        for name, config in runs(GOLDEN / "prompt", GOLDEN / "expert").items():
-            generate(GenerateConfig(**{**config.__dict__, "out": str(GOLDEN / "runs" / name)}), progress=False)
-            (GOLDEN / "runs" / name / ".lock").unlink()
-            print(f"wrote {GOLDEN / 'runs' / name}")
+        write_runs(GOLDEN / "prompt", GOLDEN / "expert")
         return
     shutil.rmtree(GOLDEN, ignore_errors=True)
     GOLDEN.mkdir(parents=True)
@@ -52,9 +57,9 @@ def main() -> None:
                                        device="cpu"), progress=False)
     expert = train_expert(ExpertConfig(**DATA, out=str(GOLDEN / "expert"), model="tiny", r=2, alpha=4, steps=3,
                                        batch_size=4, device="cpu"), lm=load_lm("tiny", device="cpu"), progress=False)
-    for name, config in runs(prompt, expert).items():
-        generate(GenerateConfig(**{**config.__dict__, "out": str(GOLDEN / "runs" / name)}), progress=False)
-        print(f"wrote {GOLDEN / 'runs' / name}")
+    for d in (prompt, expert):
+        (Path(d) / "log.txt").unlink(missing_ok=True)
+    write_runs(prompt, expert)
 
 
 if __name__ == "__main__":
