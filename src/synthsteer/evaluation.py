@@ -16,6 +16,7 @@ import numpy as np
 from ._version import __version__
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
+from .logs import log, log_file
 from .metrics import SetInputs, compute_metrics, label_agreement, label_classifier, memorization, tstr
 from .options import LogOptions, option, require
 from .runs import checked_records
@@ -173,8 +174,6 @@ def set_metrics(name: str, texts: list[str], feats: np.ndarray, real_texts: list
 def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     """Score every synthetic set of `config` against the real data; write report.json and
     report.html to `config.out` and return the report."""
-    from .report import write_report
-
     if not config.synthetic:
         raise SynthsteerError("--synthetic: give at least one synthetic set (a run directory or a data file)")
     if len(config.mauve_seeds) < 1:
@@ -192,10 +191,15 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise SynthsteerError(f"--synthetic: two sets share a name ({', '.join(names)}); label them NAME=PATH")
-    from .logs import attach, log
+    with log_file(config.out):
+        log.debug(f"eval: {len(sets)} synthetic set(s) against {config.real} ({len(real.texts)} texts)")
+        return _score(config, real, sets, progress, t0)
 
-    attach(config.out)
-    log.debug(f"eval: {len(sets)} synthetic set(s) against {config.real} ({len(real.texts)} texts)")
+
+def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: bool, t0: float) -> dict:
+    """The metrics of every set against `real`, written as report.json and report.html."""
+    from .report import write_report
+
     train_texts = [r.text for r in load_records(DataSpec(config.train, field=config.field,
                                                          template=config.template))] if config.train else None
 
@@ -251,9 +255,6 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         "seconds": {"featurize": round(t_feat, 2), "metrics": round(t_metrics, 2), "total": round(time.time() - t0, 2)},
     }
     write_report(report, Path(config.out), real, sets, real_feats, feats)
-    from .logs import detach
-
-    detach()
     return report
 
 

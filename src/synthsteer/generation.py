@@ -32,12 +32,13 @@ METHODS = ("softsrv", "plain", "hard", "steer")
 
 
 @dataclass(frozen=True)
-class GenerateConfig(RunOptions, LogOptions, EngineOptions, LMOptions, DataOptions, SamplingConfig, HardPromptOptions, SoftSRVOptions,
-                     SteerOptions):
+class GenerateConfig(RunOptions, LogOptions, EngineOptions, LMOptions, DataOptions, SamplingConfig,
+                     HardPromptOptions, SoftSRVOptions, SteerOptions):
     """Everything `synthsteer generate` / `generate()` needs; the CLI flags map one to one.
 
     Built from the shared groups (run, LM, data, sampling) and one group per method (hard prompt,
-    SoftSRV, STEER). `model` defaults to the LM the prompt or expert was trained for (required without one);
+    SoftSRV, STEER). `model` defaults to the LM the prompt or expert was trained for (required
+    without one);
     `data` (the contexts, few-shot examples and negative pool) to the prompt's or expert's data.
     A setting of a group the method does not use is reported in one warning line.
     """
@@ -152,6 +153,7 @@ class LocalPool:
 
     def __init__(self, generator: BlockGenerator):
         self.generator, self.fed, self._result = generator, 0, None
+        self.settings = generator.settings
 
     @property
     def idle(self) -> list[int]:
@@ -171,6 +173,9 @@ class LocalPool:
     @property
     def busy(self) -> bool:
         return self._result is not None
+
+    def close(self) -> None:
+        """Nothing to release: the generator lives as long as this process."""
 
 
 def write_blocks(run, blocks: list[Block], pool, *, uses_pool: bool, lag: int, bar) -> None:
@@ -205,7 +210,7 @@ def write_blocks(run, blocks: list[Block], pool, *, uses_pool: bool, lag: int, b
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
     from .artifacts import check_out
-    from .logs import Progress, attach, detach
+    from .logs import Progress, log_file
     from .methods import method_class
     from .runs import RunDir, read_run
 
@@ -218,28 +223,24 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
         from .ray_pool import RayPool
 
         pool = RayPool(config)
-        settings = pool.settings
     else:
-        generator = BlockGenerator(config, lm)
-        pool, settings = LocalPool(generator), generator.settings
+        pool = LocalPool(BlockGenerator(config, lm))
     try:
-        run = RunDir(config.out, settings, info={"n_requested": config.n, "synthsteer_version": __version__,
-                                                 "config": asdict(config)})
+        run = RunDir(config.out, pool.settings, info={"n_requested": config.n, "synthsteer_version": __version__,
+                                                      "config": asdict(config)})
         try:
-            attach(run.path)
-            log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} records "
-                      "already there")
-            on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
-            blocks = plan_blocks(config.n, config.batch_size, run.hash, on_disk)
-            bar = Progress(config.n, f"generate {config.method}", "sample", initial=sum(len(b.done) for b in blocks),
-                           enabled=progress)
-            write_blocks(run, blocks, pool, uses_pool=cls.uses_pool, lag=getattr(config, "pool_lag", 0), bar=bar)
-            bar.close()
-            run.finish(n_requested=config.n)
+            with log_file(run.path):
+                log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} "
+                          "records already there")
+                on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
+                blocks = plan_blocks(config.n, config.batch_size, run.hash, on_disk)
+                bar = Progress(config.n, f"generate {config.method}", "sample",
+                               initial=sum(len(b.done) for b in blocks), enabled=progress)
+                write_blocks(run, blocks, pool, uses_pool=cls.uses_pool, lag=config.pool_lag, bar=bar)
+                bar.close()
+                run.finish(n_requested=config.n)
         finally:
             run.close()
-            detach()
     finally:
-        if config.engine == "ray":
-            pool.close()
+        pool.close()
     return run.path

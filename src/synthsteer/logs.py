@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("synthsteer")
@@ -72,27 +73,28 @@ def setup(quiet: bool = False, level: str = "info") -> None:
         pass
 
 
-def attach(out: str | Path) -> Path:
-    """Also write everything to `out/log.txt` (appended: a resumed run adds to its log)."""
+@contextmanager
+def log_file(out: str | Path, enabled: bool = True):
+    """Within the block, also write everything to `out/log.txt` (appended: a resumed run adds to its
+    log); the file is closed however the block ends. `enabled=False` (a DDP rank other than 0) does
+    nothing."""
+    if not enabled:
+        yield None
+        return
     path = Path(out) / "log.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
-        log.removeHandler(h)
-        logging.getLogger("py.warnings").removeHandler(h)
-        h.close()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     handler.setLevel(logging.DEBUG)
-    log.addHandler(handler)
-    logging.getLogger("py.warnings").addHandler(handler)
-    return path
-
-
-def detach() -> None:
-    for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
-        log.removeHandler(h)
-        logging.getLogger("py.warnings").removeHandler(h)
-        h.close()
+    loggers = (log, logging.getLogger("py.warnings"))
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
 
 
 def quiet_console() -> bool:

@@ -19,7 +19,7 @@ from .._version import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
-from ..logs import attach, detach
+from ..logs import log_file
 from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
@@ -64,20 +64,19 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     def load_weights(folder: Path) -> None:
         prompt.load_state_dict(load_file(str(folder / "prompt.safetensors"), device=str(lm.device)))
 
-    if distributed()[0] == 0:
-        attach(out)  # OUT/log.txt: what this run said, with the progress lines
-    result = train_loop(
-        params=list(prompt.parameters()),
-        batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
-        lengths=[len(x) for x in examples],
-        settings=config.loop_settings(),
-        state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
-        load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
-        progress=progress, prefix_tokens=config.prompt_length)
-    if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
-        prompt.save(out, {**meta, **result, "steps": config.steps})
-        shutil.rmtree(out / "train_state", ignore_errors=True)
-        target.commit()
+    # OUT/log.txt: what this run said, with the progress lines (rank 0's)
+    with log_file(out, enabled=distributed()[0] == 0):
+        result = train_loop(
+            params=list(prompt.parameters()),
+            batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
+            lengths=[len(x) for x in examples],
+            settings=config.loop_settings(),
+            state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
+            load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
+            progress=progress, prefix_tokens=config.prompt_length)
+        if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
+            prompt.save(out, {**meta, **result, "steps": config.steps})
+            shutil.rmtree(out / "train_state", ignore_errors=True)
+            target.commit()
     barrier()
-    detach()
     return target.final

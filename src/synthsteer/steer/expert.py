@@ -13,7 +13,7 @@ from ..artifacts import read_json, sha256_file, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint
-from ..logs import attach, detach
+from ..logs import log_file
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
 from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
 from .config import ExpertConfig
@@ -72,23 +72,22 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         set_peft_model_state_dict(peft_model, load_file(str(folder / "adapter_model.safetensors")))
 
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    if distributed()[0] == 0:
-        attach(out)  # OUT/log.txt: what this run said, with the progress lines
-    result = train_loop(
-        params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
-        settings=config.loop_settings(),
-        state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights, resume=resume,
-        device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt))
-    peft_model.eval()
-    meta.update(result, steps=config.steps)
-    if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
-        peft_model.save_pretrained(out)
-        meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
-        write_json(out / META, meta)  # written last: its presence marks a finished expert
-        shutil.rmtree(out / "train_state", ignore_errors=True)
-        target.commit()
+    # OUT/log.txt: what this run said, with the progress lines (rank 0's)
+    with log_file(out, enabled=distributed()[0] == 0):
+        result = train_loop(
+            params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
+            settings=config.loop_settings(),
+            state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights, resume=resume,
+            device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt))
+        peft_model.eval()
+        meta.update(result, steps=config.steps)
+        if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
+            peft_model.save_pretrained(out)
+            meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
+            write_json(out / META, meta)  # written last: its presence marks a finished expert
+            shutil.rmtree(out / "train_state", ignore_errors=True)
+            target.commit()
     barrier()
-    detach()
     return target.final
 
 
