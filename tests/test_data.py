@@ -112,3 +112,54 @@ def test_text_field_is_inferred_when_unambiguous(tmp_path):
     both.write_text('{"q": "a", "a": "x", "n": 1}\n')
     with pytest.raises(SynthsteerError, match=r"--field NAME or --template; string fields: q, a"):
         load_records(str(both))
+
+
+def test_compressed_files_globs_and_early_limit(tmp_path):
+    import bz2
+    import gzip
+    import lzma
+
+    rows = [{"id": f"r{i}", "text": f"example {i}"} for i in range(6)]
+    lines = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "a.jsonl.bz2").write_bytes(bz2.compress(lines))
+    (tmp_path / "a.csv.xz").write_bytes(lzma.compress(b"id,text\n" + "".join(f"{r['id']},{r['text']}\n" for r in rows).encode()))
+    for name in ("a.jsonl.gz", "a.jsonl.bz2", "a.csv.xz"):
+        assert [r.text for r in load_records(str(tmp_path / name))] == [r["text"] for r in rows], name
+    # a malformed line inside a compressed file is still FILE:LINE
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n{oops\n'))
+    with pytest.raises(SynthsteerError, match=r"bad.jsonl.gz:2: malformed JSON line"):
+        load_records(str(tmp_path / "bad.jsonl.gz"))
+    (tmp_path / "trunc.jsonl.gz").write_bytes(gzip.compress(lines)[:20])
+    with pytest.raises(SynthsteerError, match=r"trunc.jsonl.gz: could not decompress"):
+        load_records(str(tmp_path / "trunc.jsonl.gz"))
+    # shards in name order; --limit stops reading: the broken line after the limit is never parsed
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    (shards / "part-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[3:]) + "{broken\n")
+    assert [r.id for r in load_records(str(shards / "part-*.jsonl"), limit=4)] == ["r0", "r1", "r2", "r3"]
+    with pytest.raises(SynthsteerError, match=r"part-1.jsonl:4: malformed JSON line"):
+        load_records(str(shards / "part-*.jsonl"))
+    with pytest.raises(SynthsteerError, match=r"nothing-\*.jsonl: no file matches"):
+        load_records(str(shards / "nothing-*.jsonl"))
+    assert len(load_records("builtin:gsm8k", limit=7)) == 7
+
+
+def test_hub_subset_and_slice_go_to_load_dataset(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, *, split=None, **kw):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list([{"sentence": "a fine film", "label": 1}, {"sentence": "dull", "label": 0}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    recs = load_records("glue", subset="sst2", limit=2)
+    assert calls == [("glue", "sst2", "train[:2]")] and [r.text for r in recs] == ["a fine film", "dull"]
+    load_records(DataSpec("glue", subset="sst2", split="validation[:10%]", limit=5))
+    assert calls[-1] == ("glue", "sst2", "validation[:10%]")  # a slice the user gave is kept
+    with pytest.raises(SynthsteerError, match="--subset sst2: only hub datasets have subsets"):
+        DataSpec("builtin:gsm8k", subset="sst2")
+    assert "subset" not in DataSpec("x.jsonl").as_dict() and DataSpec("glue", subset="sst2").as_dict()["subset"] == "sst2"

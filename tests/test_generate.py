@@ -134,3 +134,28 @@ def test_two_writers_on_one_run_one_is_refused(prompt_dir, tmp_path):
             generate(_config(prompt_dir, out, n=4), progress=False)
     assert (out / "records-00000.jsonl").read_bytes() == before  # nothing written, nothing repaired
     assert len(read_run(generate(_config(prompt_dir, out, n=4), progress=False))) == 4  # free again
+
+
+def test_later_commands_reuse_the_recorded_text_field(lm_dir, tmp_path, capsys):
+    """Two string fields (no inference possible): fit says --field once; generate and eval do not repeat it."""
+    rows = [{"q": f"how many apples are in basket {i}?", "a": f"{i} apples"} for i in range(8)]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompt = fit_soft_prompt(FitConfig(data=str(data), field="q", out=str(tmp_path / "p"), model=str(lm_dir),
+                                       encoder="lm-mean", prompt_length=2, mlp_hidden=8, steps=2, device="cpu"),
+                             progress=False)
+    run = generate(GenerateConfig(out=str(tmp_path / "run"), prompt=str(prompt), data=str(data), n=4,
+                                  max_new_tokens=4, device="cpu"), progress=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["settings"]["data"]["field"] == "q"
+    with pytest.raises(SynthsteerError, match="--field NAME or --template; string fields: q, a"):
+        generate(GenerateConfig(out=str(tmp_path / "run2"), method="hard", shots=2, data=str(data), n=2,
+                                max_new_tokens=4, model=str(lm_dir), device="cpu"), progress=False)
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps({"q": f"is basket {i} full?", "a": "yes"}) + "\n" for i in range(6)))
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--real", str(heldout), "--synthetic", str(run), "--out", str(tmp_path / "ev"),
+              "--mauve-seeds", "0", "--device", "cpu"])
+    assert e.value.code == 0 and "Batches" not in capsys.readouterr().err  # no third-party bar off a terminal
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["config"]["field"] == "q" and report["real"]["n"] == 6

@@ -42,3 +42,15 @@ def test_fit_progress_shows_the_loss_config_json_records(tmp_path, capsys):
     last = [line for line in (out / "log.txt").read_text().splitlines() if "fit mc: 5/5 steps" in line][-1]
     final = json.loads((out / "config.json").read_text())["final_loss"]
     assert f" loss {final:,.3f} " in last and "loss_ema" in last
+
+
+def test_faiss_lines_from_mauve_go_to_the_log_not_the_terminal(capfd, caplog):
+    import numpy as np
+
+    from synthsteer.metrics import mauve_score
+
+    caplog.set_level("DEBUG", logger="synthsteer")
+    rng = np.random.default_rng(0)
+    mauve_score(rng.normal(size=(100, 8)), rng.normal(size=(60, 8)), seeds=(0,))
+    assert "clustering" not in capfd.readouterr().err  # faiss writes to descriptor 2 directly
+    assert "WARNING clustering 160 points to 6 centroids" in caplog.text

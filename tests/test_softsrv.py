@@ -182,3 +182,31 @@ def test_resume_with_other_settings_is_refused(lm_dir, small_jsonl, tmp_path, mo
         fit_soft_prompt(FitConfig(**{**cfg.__dict__, **change}), resume=True, progress=False)
     out = fit_soft_prompt(FitConfig(**{**cfg.__dict__, "save_every": 3}), resume=True, progress=False)
     assert len(load_soft_prompt(out)[1]["loss_history"]) == 6
+
+
+def test_val_fraction_holds_out_records_and_logs_their_loss(lm_dir, small_jsonl, tmp_path, caplog):
+    from synthsteer.training import split_validation
+
+    records = load_records(str(small_jsonl), field="question")
+    train, held = split_validation(records, 0.25, seed=0)
+    assert len(held) == 3 and len(train) == 9 and not {r.id for r in train} & {r.id for r in held}
+    # picked by id: dropping records never moves another record across the split
+    assert {r.id for r in split_validation(records[::-1], 0.25, seed=0)[1]} == {r.id for r in held}
+    caplog.set_level("INFO", logger="synthsteer")
+    lm = load_lm(str(lm_dir), device="cpu")
+    out = fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "p", steps=40, save_every=10, val_fraction=0.25,
+                                      precision="fp32"), progress=False, lm=lm)
+    prompt, meta = load_soft_prompt(out)
+    steps = [s for s, _ in meta["val_history"]]
+    assert steps == [10, 20, 30, 40] and meta["final_val_loss"] == meta["val_history"][-1][1]
+    assert "step 40: validation loss" in caplog.text
+    # the logged figure is the final prompt's loss on exactly the held-out records, which it never trained on
+    from synthsteer.encoders import encode_cached, load_encoder
+
+    contexts = encode_cached(load_encoder("lm-mean", lm=lm), [r.text for r in held])
+    with torch.no_grad():
+        nll, n = example_loss(lm, prompt(contexts), tokenize_examples(lm, [r.text for r in held], 128))
+    assert abs(nll.item() / n - meta["final_val_loss"]) < 1e-4
+    assert meta["final_val_loss"] > meta["final_loss"]  # 9 training questions: it overfits, and the log shows it
+    with pytest.raises(SynthsteerError, match="--val-fraction 0.99: leaves no training records"):
+        fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "q", steps=2, val_fraction=0.99), progress=False)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import torch
 
@@ -64,7 +63,7 @@ class Hard(Method):
         parts = self.parts
         return {"instruction": self.instruction, "shots": self.config.shots,
                 "chat_template": chat_template_id(self.lm.tokenizer, self.chat),
-                "data": asdict(parts.spec) if parts.records else None,
+                "data": parts.spec.as_dict() if parts.records else None,
                 "expert": parts.expert.settings() if parts.expert else None}
 
     def prompts(self, indices: list[int]) -> tuple[list[list[int]], list[dict]]:

@@ -1,21 +1,26 @@
 """Records: the target examples every method learns from or compares against.
 
-A source is a path (`.jsonl`, `.json` list, `.csv`, `.parquet`, a `datasets` directory saved with
-`save_to_disk`), a hub dataset name (loaded through `datasets`), or `builtin:NAME[/SPLIT]` for the
-bundled sets. Text comes from one field or a `str.format` template over the row's fields. Every
+A source is a path (`.jsonl`, `.json` list, `.csv`, `.parquet`, each optionally `.gz`/`.bz2`/`.xz`
+compressed; a glob of such files; a `datasets` directory saved with `save_to_disk`), a hub dataset
+name with an optional subset (loaded through `datasets.load_dataset`), or `builtin:NAME[/SPLIT]` for
+the bundled sets. Local files are parsed here rather than by `datasets` so that a bad line is reported
+as FILE:LINE and nothing is cached behind the user's back; `--limit` stops reading early. Text comes from one field or a `str.format` template over the row's fields. Every
 record gets a stable id: the row's id field when it has one, else a hash of the row's content.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import glob
+import gzip
 import hashlib
 import io
 import json
 import lzma
 import math
 import string
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +74,24 @@ class DataSpec:
     template: str | None = None
     split: str | None = None
     limit: int | None = None
+    subset: str | None = None  # a hub dataset's configuration (`glue` + `sst2`)
 
     def __post_init__(self):
         if not self.source or not str(self.source).strip():
             raise SynthsteerError("--data: empty; give a file, a `datasets` directory, a hub name or builtin:NAME")
+        if self.subset and (self.source.startswith("builtin:") or _is_local(self.source)):
+            raise SynthsteerError(f"--subset {self.subset}: only hub datasets have subsets; --data {self.source} is not one")
         if self.field and self.template:
             raise SynthsteerError("--field and --template exclude each other: give one")
         if self.template is not None:
-            _template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
+            template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
+
+    def as_dict(self) -> dict:
+        """What artifacts record; `subset` only when set, so records made before it existed keep their settings."""
+        d = asdict(self)
+        if d["subset"] is None:
+            del d["subset"]
+        return d
 
     def describe(self) -> str:
         how = f"template {self.template!r}" if self.template else f"field {self.text_field()!r}"
@@ -107,9 +122,11 @@ def _decode(raw: bytes, path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_jsonl(raw: bytes, path: Path) -> list[dict]:
+def _read_jsonl(raw: bytes, path: Path, limit: int | None = None) -> list[dict]:
     rows = []
     for lineno, line in enumerate(_decode(raw, path).split("\n"), 1):  # not splitlines: U+2028 is valid inside JSON strings
+        if limit is not None and len(rows) >= limit:
+            break
         if not line.strip():
             continue
         try:
@@ -122,7 +139,7 @@ def _read_jsonl(raw: bytes, path: Path) -> list[dict]:
     return rows
 
 
-def _read_json(raw: bytes, path: Path) -> list[dict]:
+def _read_json(raw: bytes, path: Path, limit: int | None = None) -> list[dict]:
     try:
         rows = json.loads(_decode(raw, path))
     except json.JSONDecodeError as e:
@@ -135,13 +152,15 @@ def _read_json(raw: bytes, path: Path) -> list[dict]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise SynthsteerError(f"{path}: item {i} is a {type(row).__name__}, expected an object")
-    return rows
+    return rows[:limit]
 
 
-def _read_csv(raw: bytes, path: Path) -> list[dict]:
+def _read_csv(raw: bytes, path: Path, limit: int | None = None) -> list[dict]:
     reader = csv.DictReader(io.StringIO(_decode(raw, path), newline=""))
     rows = []
     for row in reader:
+        if limit is not None and len(rows) >= limit:
+            break
         if None in row:  # more cells than header columns
             raise SynthsteerError(f"{path}:{reader.line_num}: row has more cells than the header has columns")
         rows.append(dict(row))
@@ -166,16 +185,55 @@ def _typed_columns(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def _read_parquet(path: Path) -> list[dict]:
+def _read_parquet(path: Path, limit: int | None = None) -> list[dict]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        if limit is None:
+            return pq.read_table(path).to_pylist()
+        rows = []
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=min(limit, 65536)):
+            rows += batch.to_pylist()
+            if len(rows) >= limit:
+                break
+        return rows[:limit]
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise SynthsteerError(f"{path}: not a readable parquet file ({e})") from None
 
 
-def _read_datasets_dir(path: Path, split: str | None) -> list[dict]:
+READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}
+OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _kind(path: Path) -> str:
+    """The format suffix under any compression suffix: data.jsonl.gz -> .jsonl."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in OPENERS:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _is_local(source: str) -> bool:
+    path = Path(source).expanduser()
+    return (path.exists() or glob.has_magic(source) or source.startswith((".", "/", "~"))
+            or _kind(path) in (*READERS, ".parquet"))
+
+
+def _read_file(path: Path, limit: int | None) -> list[dict]:
+    kind, opener = _kind(path), OPENERS.get(path.suffix.lower())
+    if kind == ".parquet" and opener is None:
+        return _read_parquet(path, limit)
+    if kind not in READERS:
+        raise SynthsteerError(f"{path}: unknown file type {kind or path.suffix!r}; use .jsonl, .json, .csv or .parquet "
+                              "(optionally .gz, .bz2 or .xz)")
+    try:
+        raw = opener(path, "rb").read() if opener else path.read_bytes()
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise SynthsteerError(f"{path}: could not decompress ({e})") from None
+    return READERS[kind](raw, path, limit)
+
+
+def _read_datasets_dir(path: Path, split: str | None, limit: int | None = None) -> list[dict]:
     import datasets
 
     if not any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
@@ -186,10 +244,10 @@ def _read_datasets_dir(path: Path, split: str | None) -> list[dict]:
         if split not in ds:
             raise SynthsteerError(f"{path}: no split {split!r}; splits: {', '.join(ds)}")
         ds = ds[split]
-    return ds.to_list()
+    return (ds.select(range(min(limit, len(ds)))) if limit is not None else ds).to_list()
 
 
-def _read_builtin(name: str, split: str | None) -> list[dict]:
+def _read_builtin(name: str, split: str | None, limit: int | None = None) -> list[dict]:
     if "/" in name:
         name, split = name.split("/", 1)
     if name not in BUILTIN:
@@ -199,43 +257,50 @@ def _read_builtin(name: str, split: str | None) -> list[dict]:
     if split not in info.splits:
         raise SynthsteerError(f"builtin:{name}: no split {split!r}; splits: {', '.join(info.splits)}")
     with lzma.open(BUILTIN_DIR / name / f"{split}.jsonl.xz", "rb") as f:
-        return _read_jsonl(f.read(), BUILTIN_DIR / name / f"{split}.jsonl.xz")
+        return _read_jsonl(f.read(), BUILTIN_DIR / name / f"{split}.jsonl.xz", limit)
 
 
-def _read_hub(name: str, split: str | None) -> list[dict]:
+def _read_hub(name: str, split: str | None, subset: str | None, limit: int | None) -> list[dict]:
     import datasets
 
+    split = split or "train"
+    if limit is not None and "[" not in split:
+        split = f"{split}[:{limit}]"  # `datasets` slices before anything becomes Python objects
     try:
-        ds = datasets.load_dataset(name, split=split or "train")
+        ds = datasets.load_dataset(name, subset, split=split)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SynthsteerError(
-            f"{name}: no such file, and loading it as a hub dataset failed ({first})"
+            f"{name}{f' (subset {subset})' if subset else ''}: no such file, and loading it as a hub dataset "
+            f"failed ({first})"
         ) from None
     return ds.to_list()
 
 
-def load_rows(source: str, split: str | None = None) -> list[dict]:
-    """Raw rows (dicts) of a source, before any text is made from them."""
+def load_rows(source: str, split: str | None = None, *, subset: str | None = None,
+              limit: int | None = None) -> list[dict]:
+    """Raw rows (dicts) of a source, before any text is made from them; at most `limit`."""
     if source.startswith("builtin:"):
-        rows = _read_builtin(source[len("builtin:"):], split)
+        rows = _read_builtin(source[len("builtin:"):], split, limit)
     else:
         path = Path(source).expanduser()
-        suffix = path.suffix.lower()
-        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}
         if path.is_dir():
-            rows = _read_datasets_dir(path, split)
+            rows = _read_datasets_dir(path, split, limit)
         elif path.is_file():
-            if suffix == ".parquet":
-                rows = _read_parquet(path)
-            elif suffix in readers:
-                rows = readers[suffix](path.read_bytes(), path)
-            else:
-                raise SynthsteerError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json, .csv or .parquet")
-        elif suffix in (*readers, ".parquet") or source.startswith((".", "/", "~")):
+            rows = _read_file(path, limit)
+        elif glob.has_magic(source):
+            files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not files:
+                raise SynthsteerError(f"{source}: no file matches")
+            rows = []
+            for f in files:  # in name order, so ids and --limit are the same on every machine
+                rows += _read_file(f, None if limit is None else limit - len(rows))
+                if limit is not None and len(rows) >= limit:
+                    break
+        elif _is_local(source):
             raise SynthsteerError(f"{source}: no such file")
         else:
-            rows = _read_hub(source, split)
+            rows = _read_hub(source, split, subset, limit)
     if not rows:
         raise SynthsteerError(f"{source}: the dataset is empty")
     return rows
@@ -244,7 +309,7 @@ def load_rows(source: str, split: str | None = None) -> list[dict]:
 # ---------------------------------------------------------------- rows to records
 
 
-def _template_fields(template: str) -> list[str]:
+def template_fields(template: str) -> list[str]:
     """The row fields a template reads. Only plain named fields are allowed: `str.format` would
     otherwise evaluate attribute and index lookups (`{question.__class__}`) and nested fields."""
     try:
@@ -294,7 +359,7 @@ def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list
     text_field = spec.text_field()
     if spec.template is None and text_field is None:
         text_field = infer_text_field(rows, spec.source)
-    needed = _template_fields(spec.template) if spec.template else [text_field]
+    needed = template_fields(spec.template) if spec.template else [text_field]
     records, seen = [], {}
     for i, row in enumerate(rows):
         missing = [f for f in needed if f not in row]
@@ -331,20 +396,20 @@ def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list
 
 
 def load_records(spec: DataSpec | str, *, field: str | None = None, template: str | None = None,
-                 split: str | None = None, limit: int | None = None) -> list[Record]:
+                 split: str | None = None, limit: int | None = None, subset: str | None = None) -> list[Record]:
     """Load a source as records with text and stable ids.
 
     Args:
         spec: a `DataSpec`, or a source string combined with the keyword arguments.
         field: the row field holding the text (default: the builtin set's text field).
         template: a `str.format` template over row fields, e.g. "{question}\\n{answer}".
-        split: the split for builtin, `datasets` directory and hub sources.
-        limit: keep only the first `limit` records.
+        split: the split for builtin, `datasets` directory and hub sources (hub: slicing like "train[:10%]").
+        limit: read only the first `limit` records.
+        subset: a hub dataset's configuration ("sst2" of "glue").
     """
     if isinstance(spec, str):
-        spec = DataSpec(spec, field=field, template=template, split=split, limit=limit)
-    records = make_records(load_rows(spec.source, spec.split), spec)
-    return records[: spec.limit] if spec.limit else records
+        spec = DataSpec(spec, field=field, template=template, split=split, limit=limit, subset=subset)
+    return make_records(load_rows(spec.source, spec.split, subset=spec.subset, limit=spec.limit), spec)
 
 
 def builtin_table() -> list[dict]:

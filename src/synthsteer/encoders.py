@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ class SentenceEncoder:
 
     def encode(self, texts: list[str], progress: bool = False) -> torch.Tensor:
         emb = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                                normalize_embeddings=True, show_progress_bar=progress)
+                                normalize_embeddings=True, show_progress_bar=progress and sys.stderr.isatty())
         return emb.float().cpu()
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ._version import __version__
-from .data import DataSpec, load_records
+from .data import DataSpec, template_fields, load_records
 from .errors import SynthsteerError
 from .logs import log, log_file
 from .metrics import SetInputs, compute_metrics, label_agreement, label_classifier, memorization, tstr
@@ -75,6 +75,30 @@ def _split_name(item: str) -> tuple[str, str]:
         return name, src
     path = Path(item.rstrip("/"))
     return (path.stem if path.suffix in (".jsonl", ".json", ".csv", ".parquet") else path.name) or item, item
+
+
+def _with_recorded_text(config: EvalConfig) -> EvalConfig:
+    """Without --field/--template, make the real texts the way the synthetic runs' training examples were
+    made (a run records its data's field or template), when the real data has those fields."""
+    if config.field or config.template:
+        return config
+    from .artifacts import read_json
+    from .data import load_rows
+
+    for item in config.synthetic:
+        manifest = Path(_split_name(item)[1]) / "manifest.json"
+        data = read_json(manifest).get("settings", {}).get("data") if manifest.exists() else None
+        if not data or not (data.get("field") or data.get("template")):
+            continue
+        needed = template_fields(data["template"]) if data.get("template") else [data["field"]]
+        row = load_rows(config.real, limit=1)[0]
+        if all(f in row for f in needed):
+            log.info(f"--real {config.real}: texts made like the training data of {manifest.parent} "
+                     f"({'template ' + repr(data['template']) if data.get('template') else 'field ' + repr(data['field'])})")
+            return replace(config, field=data.get("field") if not data.get("template") else None,
+                           template=data.get("template"))
+        return config
+    return config
 
 
 def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
@@ -179,6 +203,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     if len(config.mauve_seeds) < 1:
         raise SynthsteerError("--mauve-seeds: give at least one seed")
     t0 = time.time()
+    config = _with_recorded_text(config)
     real_recs = load_records(DataSpec(config.real, field=config.field, template=config.template))
     if config.label_field and any(config.label_field not in r.meta for r in real_recs):
         raise SynthsteerError(f"--real {config.real}: no field {config.label_field!r}; "

@@ -4,7 +4,8 @@ Everything synthsteer says goes through the `synthsteer` logger: to stderr at `-
 (warnings as `warning: ...`; `--quiet` keeps only errors) and, once a command knows its output
 directory, to `OUT/log.txt` with timestamps, whatever the level on screen. Python warnings and the
 chatter of transformers, sentence-transformers and datasets (weight-loading bars, deprecation
-notices) go to the log file, not the terminal.
+notices) go to the log file, not the terminal; so do the lines C++ libraries (faiss, inside MAUVE)
+print straight to file descriptor 2 (`native_stderr_to_log`).
 
 `Progress` is a tqdm bar on a terminal; anywhere else (a pipe, a file, a cluster's log) it is one
 plain line per tenth of the work with the same figures, so a log stays a few dozen lines.
@@ -13,7 +14,9 @@ plain line per tenth of the work with the same figures, so a log stays a few doz
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +98,30 @@ def log_file(out: str | Path, enabled: bool = True):
         for logger in loggers:
             logger.removeHandler(handler)
         handler.close()
+
+
+@contextmanager
+def native_stderr_to_log(level: int = logging.DEBUG):
+    """Within the block, whatever is written to file descriptor 2 (faiss's C++ "WARNING clustering
+    160 points to 6 centroids" lines, which no Python setting silences) is logged at `level` instead
+    of reaching the terminal."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 (some embedded interpreters): leave it be
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", errors="replace").splitlines():
+                if line.strip():
+                    log.log(level, line.strip())
 
 
 def quiet_console() -> bool:

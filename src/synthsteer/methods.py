@@ -151,8 +151,13 @@ def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Ex
 
 
 def _training_records(config: GenerateConfig, recorded: dict | None) -> tuple[DataSpec, list[Record]]:
-    if config.data:
-        spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split)
+    if config.data and recorded and config.data == recorded["source"] and not (config.field or config.template):
+        # the examples the prompt/expert was trained on: their text is made the same way, without retyping --field
+        spec = DataSpec(**{**recorded, "limit": None, "split": config.split or recorded.get("split"),
+                           "subset": config.subset or recorded.get("subset")})
+    elif config.data:
+        spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split,
+                        subset=config.subset)
     elif recorded:
         spec = DataSpec(**recorded)
     else:

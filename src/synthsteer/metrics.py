@@ -96,9 +96,12 @@ def mauve_score(p_features: np.ndarray, q_features: np.ndarray, seeds: tuple[int
         import mauve
     except ImportError:
         raise SynthsteerError("MAUVE needs the optional extra: pip install 'synthsteer[eval]'") from None
-    scores = [mauve.compute_mauve(p_features=np.asarray(p_features), q_features=np.asarray(q_features),
-                                  seed=s, mauve_scaling_factor=scaling_factor, verbose=False).mauve
-              for s in seeds]
+    from .logs import native_stderr_to_log
+
+    with native_stderr_to_log():
+        scores = [mauve.compute_mauve(p_features=np.asarray(p_features), q_features=np.asarray(q_features),
+                                      seed=s, mauve_scaling_factor=scaling_factor, verbose=False).mauve
+                  for s in seeds]
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "scores": [float(s) for s in scores],
             "n_p": len(p_features), "n_q": len(q_features), "scaling_factor": scaling_factor}
 

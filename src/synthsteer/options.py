@@ -111,7 +111,9 @@ class DataOptions(Options):
                                     "name, or builtin:NAME[/SPLIT].", nonempty=True)
     field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
     template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).")
-    split: str | None = option(None, "Split of a builtin, `datasets` directory or hub dataset.")
+    split: str | None = option(None, "Split of a builtin, `datasets` directory or hub dataset (hub: also a slice, "
+                                     "e.g. 'train[:1000]').")
+    subset: str | None = option(None, "Subset (configuration) of a hub dataset, e.g. --data glue --subset sst2.")
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ class TrainConfig(LMOptions, DataOptions, LogOptions):
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", gt=0)
     save_every: int = option(100, "Steps between checkpoints (atomic; --resume continues from the last).", count=True)
     seed: int = option(0, "Seed of the initialisation and the example order.")
+    val_fraction: float = option(0.0, "Hold out this share of the records (picked by id) and log their loss at every "
+                                      "checkpoint and at the end (0: none).", ge=0, lt=1)
     precision: str = option("auto", "Training math: auto (bf16 autocast on CUDA and on CPUs with native bf16, else "
                                     "float32), fp32 or bf16.", choices=("auto", "fp32", "bf16"))
 
@@ -189,4 +193,5 @@ class TrainConfig(LMOptions, DataOptions, LogOptions):
     def data_spec(self):
         from .data import DataSpec
 
-        return DataSpec(self.data, field=self.field, template=self.template, split=self.split, limit=self.limit)
+        return DataSpec(self.data, field=self.field, template=self.template, split=self.split, limit=self.limit,
+                        subset=self.subset)

@@ -12,6 +12,7 @@ positions that predict an example token reach the LM head.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -252,13 +253,44 @@ def prepare_out(out: Path, config, *, resume: bool, overwrite: bool, meta_file: 
     return Output(out, out)
 
 
+def split_validation(records: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(training, held-out) records: the held-out share is picked by a hash of the seed and each record's
+    id, so it stays the same on a resume, under --limit changes and on any number of ranks."""
+    if not fraction:
+        return records, []
+    k = max(1, round(fraction * len(records)))
+    if k >= len(records):
+        raise SynthsteerError(f"--val-fraction {fraction}: leaves no training records ({len(records)} in all)")
+    ranked = sorted(range(len(records)), key=lambda i: hashlib.sha256(f"{seed}/{records[i].id}".encode()).digest())
+    held = set(ranked[:k])
+    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+
+
+def held_out_loss(batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]], count: int, batch_size: int,
+                  module: torch.nn.Module | None = None) -> float:
+    """Mean per-token loss over `count` held-out examples, without gradients (and without dropout:
+    `module` is put in eval mode for the pass and back into training mode after)."""
+    if module is not None:
+        module.eval()
+    total, n = 0.0, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, count, batch_size):
+                nll, k = batch_loss(list(range(start, min(start + batch_size, count))))
+                total, n = total + float(nll), n + k
+    finally:
+        if module is not None:
+            module.train()
+    return total / max(n, 1)
+
+
 RESUMABLE = ("device", "save_every", "out", "quiet", "log_level")  # settings a resume may change: they do not change the result
 
 
 def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
                lengths: list[int], settings: LoopSettings, state_dir: Path, save_weights: Callable[[Path], None],
                load_weights: Callable[[Path], None], resume: bool, device: torch.device, desc: str,
-               progress: bool = True, prefix_tokens: int = 0) -> dict:
+               progress: bool = True, prefix_tokens: int = 0, validate: Callable[[], float] | None = None) -> dict:
     """Optimize `params` to minimise `batch_loss`; returns the loss history and throughput.
 
     Args:
@@ -270,23 +302,24 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         save_weights, load_weights: write / read the trainable weights in a checkpoint directory.
         resume: continue from `state_dir` when it holds a checkpoint.
         prefix_tokens: extra tokens each example costs (a soft prompt), for tokens/s.
+        validate: the held-out loss (`held_out_loss`), logged at every checkpoint and at the end.
 
     Under torchrun / accelerate launch, every rank takes its share of each micro-batch and the
     trainable parameters' gradients are summed over the ranks before the step: the same update as
     one process with the same global batch. Rank 0 alone writes checkpoints.
     """
-    from .logs import Progress
+    from .logs import Progress, log
 
     rank, world = distributed()
     barrier()  # every rank has prepared its output before rank 0 writes anything
     s = settings
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    start, history = 0, []
+    start, history, val_history = 0, [], []
     if resume and (state_dir / "state.json").exists():
         load_weights(state_dir)
         load_optimizer(opt, state_dir / "optimizer.safetensors")
         state = read_json(state_dir / "state.json")
-        start, history = state["step"], state["history"]
+        start, history, val_history = state["step"], state["history"], state.get("val_history", [])
 
     order = ExampleOrder(lengths, s.batch_size, s.seed)
     amp = autocast_dtype(s.precision, device)
@@ -326,11 +359,21 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         history.append(round(loss, 5))
         # the step's own loss (what config.json's history and final_loss record) and a smoothed one
         bar.update(1, loss=loss, loss_ema=loss_ema, tok_s=tokens / (time.time() - t0))
-        if (step + 1) % s.save_every == 0 and step + 1 < s.steps and rank == 0:
+        checkpoint = (step + 1) % s.save_every == 0 and step + 1 < s.steps
+        if validate is not None and (checkpoint or step + 1 == s.steps):
+            with autocast:
+                val_history.append([step + 1, round(validate(), 5)])
+            if rank == 0:
+                log.info(f"{desc}: step {step + 1}: validation loss {val_history[-1][1]:.4f} "
+                         f"(training loss {loss_ema:.4f}, smoothed)")
+        if checkpoint and rank == 0:
             with atomic_dir(state_dir) as tmp:
                 save_weights(tmp)
                 save_optimizer(opt, tmp / "optimizer.safetensors")
-                write_json(tmp / "state.json", {"step": step + 1, "history": history})
+                write_json(tmp / "state.json", {"step": step + 1, "history": history, "val_history": val_history})
     bar.close()
-    return {"loss_history": history, "final_loss": history[-1] if history else None,
-            "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
+    result = {"loss_history": history, "final_loss": history[-1] if history else None,
+              "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
+    if validate is not None:
+        result.update(val_history=val_history, final_val_loss=val_history[-1][1] if val_history else None)
+    return result

@@ -9,6 +9,7 @@ example's tokens and its EOS, never the prompt. Only theta has gradients and opt
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
 from ..logs import log_file
-from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
+from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out, split_validation,
+                        tokenize_examples, train_loop)
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
@@ -43,7 +45,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     out = target.work
 
     spec = config.data_spec()
-    records = load_records(spec)
+    records, held_out = split_validation(load_records(spec), config.val_fraction, config.seed)
     lm = lm or config.load_lm()
     encoder = load_encoder(config.encoder, lm=lm, device=lm.device)
     contexts = encode_cached(encoder, [r.text for r in records], progress=progress).to(lm.device)
@@ -58,11 +60,19 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     prompt.to(lm.device)
     meta = {
         "lm": lm.fingerprint(), "encoder": config.encoder, "encoder_fingerprint": encoder.fingerprint,
-        "data": asdict(spec), "fit": asdict(config), "synthsteer_version": __version__,
+        "data": spec.as_dict(), "fit": asdict(config), "synthsteer_version": __version__,
     }
 
     def load_weights(folder: Path) -> None:
         prompt.load_state_dict(load_file(str(folder / "prompt.safetensors"), device=str(lm.device)))
+
+    validate = None
+    if held_out:
+        val_contexts = encode_cached(encoder, [r.text for r in held_out], progress=False).to(lm.device)
+        val_examples = tokenize_examples(lm, [r.text for r in held_out], config.max_length)
+        validate = partial(held_out_loss, lambda idx: example_loss(lm, prompt(val_contexts[idx]),
+                                                                   [val_examples[i] for i in idx]),
+                           len(held_out), config.batch_size)
 
     # OUT/log.txt: what this run said, with the progress lines (rank 0's)
     with log_file(out, enabled=distributed()[0] == 0):
@@ -73,7 +83,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
             settings=config.loop_settings(),
             state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
             load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
-            progress=progress, prefix_tokens=config.prompt_length)
+            progress=progress, prefix_tokens=config.prompt_length, validate=validate)
         if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
             prompt.save(out, {**meta, **result, "steps": config.steps})
             shutil.rmtree(out / "train_state", ignore_errors=True)

@@ -7,7 +7,6 @@ made more novel (mixed with another example's, jittered by noise) with randomnes
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -98,7 +97,7 @@ class SoftSRV(Method):
         self.soft = SoftPromptBranch(config, parts)
 
     def settings(self):
-        return {**self.soft.settings(), "data": asdict(self.parts.spec)}
+        return {**self.soft.settings(), "data": self.parts.spec.as_dict()}
 
     def requests(self, indices, keys):
         prefixes, prov, _ = self.soft.prefixes(indices)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint
 from ..logs import log_file
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
-from ..training import barrier, distributed, example_loss, prepare_out, tokenize_examples, train_loop
+from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out, split_validation,
+                        tokenize_examples, train_loop)
 from .config import ExpertConfig
 
 META = "synthsteer_expert.json"
@@ -41,7 +43,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         return target.final
     out = target.work
     spec = config.data_spec()
-    records = load_records(spec)
+    records, held_out = split_validation(load_records(spec), config.val_fraction, config.seed)
     lm = lm or config.load_lm()
     fingerprint = lm.fingerprint()
     chat = uses_chat_template(lm.tokenizer, config.chat_template)
@@ -58,11 +60,17 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     expert = LM(lm.name, peft_model, lm.tokenizer, lm.device)
     prompt = torch.tensor(prompt_ids(lm.tokenizer, instruction, chat), device=lm.device)
     meta = {"lm": fingerprint, "instruction": instruction, "chat_template": chat_template_id(lm.tokenizer, chat),
-            "data": asdict(spec), "expert": asdict(config), "synthsteer_version": __version__}
+            "data": spec.as_dict(), "expert": asdict(config), "synthsteer_version": __version__}
 
-    def batch_loss(idx):
+    def batch_loss(idx, examples=examples):
         prefix = expert.embed(prompt).unsqueeze(0).expand(len(idx), -1, -1)
         return example_loss(expert, prefix, [examples[i] for i in idx])
+
+    validate = None
+    if held_out:
+        val_examples = tokenize_examples(lm, [r.text for r in held_out], config.max_length)
+        validate = partial(held_out_loss, partial(batch_loss, examples=val_examples), len(held_out),
+                           config.batch_size, peft_model)  # LoRA dropout off while validating
 
     def save_weights(folder: Path) -> None:
         peft_model.save_pretrained(folder)
@@ -78,7 +86,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
             params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
             settings=config.loop_settings(),
             state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights, resume=resume,
-            device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt))
+            device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt), validate=validate)
         peft_model.eval()
         meta.update(result, steps=config.steps)
         if distributed()[0] == 0:  # under torchrun, rank 0 writes the result

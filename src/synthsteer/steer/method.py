@@ -11,7 +11,6 @@ STEER: the soft-prompted LM is the expert, the LM from its BOS the base; no fine
 
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import torch
 
@@ -114,7 +113,7 @@ class Steer(Method):
                 "pool_block": c.batch_size, "pool_lag": c.pool_lag, "negative_draw": c.negative_draw,
                 "negative_max_tokens": self.neg_budget, "negative_share": c.negative_share,
                 "expert_merged": self.merged is not None,
-                "data": asdict(self.parts.spec)}
+                "data": self.parts.spec.as_dict()}
 
     def _prefix(self, role: str, **kw) -> Prefix:
         model, adapter = self.roles[role]

@@ -1,0 +1,289 @@
+"""The evidence study: both papers' comparisons on one LM, with error bars (docs/results.md).
+
+One command per experiment; every cell (a fit, an expert, a generated set, a report) lives in its
+own directory under --out and a rerun skips what is finished, so an interrupted study resumes.
+
+  softsrv  the SoftSRV table: zero-/few-shot hard prompts against nsp / mp (k=2) / mc soft prompts on
+           GSM8K questions, MBPP problems and BoolQ questions; 3 generation seeds per method.
+  tstr     train-on-synthetic/test-on-real on BoolQ (yes/no) and Jigsaw (toxic/non-toxic) at two
+           synthetic sizes, against train-on-real of the same sizes.
+  steer    on CommonsenseQA questions and Jigsaw comments per label: sampling baselines from the
+           LoRA expert (temperature 0.7, top-k 10, nucleus 0.92, plain), a few-shot hard prompt, STEER
+           at the paper's defaults and a gamma x eta grid.
+  beyond   ours, on CommonsenseQA: SoftSRV + STEER (the soft prompt as the expert, no fine-tuning),
+           context noise and mixing, nearest-neighbour negatives; on the STEER frontier.
+  report   tables (results.json) and plots (PNG) from what the experiments wrote.
+
+Usage: python bench/study.py EXPERIMENT... [--quick] [--model smollm2] [--out runs/study] [--threads 2]
+`--quick` is the whole pipeline at toy sizes (one task each, one seed, a 2 x 2 grid): minutes, not hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+GRID = (0.0, 0.2, 0.6, 1.0)  # includes the paper's defaults gamma 0.2, eta 0.6
+
+
+@dataclass(frozen=True)
+class Scale:
+    n: int  # samples per generated set
+    seeds: tuple[int, ...]  # generation seeds of the SoftSRV table
+    fit_steps: int
+    expert_steps: int
+    real_n: int  # held-out real texts per report
+    grid: tuple[float, ...]
+    tstr_sizes: tuple[int, ...]
+    softsrv_tasks: tuple[str, ...]
+    steer_tasks: tuple[str, ...]
+    grid_tasks: tuple[str, ...]
+    tstr_tasks: tuple[str, ...]
+
+
+FULL = Scale(n=64, seeds=(0, 1, 2), fit_steps=60, expert_steps=40, real_n=400, grid=GRID, tstr_sizes=(64, 256),
+             softsrv_tasks=("gsm8k", "mbpp", "boolq"), steer_tasks=("commonsenseqa", "jigsaw-toxic", "jigsaw-nontoxic"),
+             grid_tasks=("commonsenseqa", "jigsaw-toxic"), tstr_tasks=("boolq", "jigsaw"))
+QUICK = Scale(n=24, seeds=(0,), fit_steps=12, expert_steps=8, real_n=100, grid=(0.0, 0.6), tstr_sizes=(16, 48),
+              softsrv_tasks=("gsm8k",), steer_tasks=("commonsenseqa",), grid_tasks=("commonsenseqa",),
+              tstr_tasks=("boolq",))
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    data: str  # training examples (and STEER's real negatives)
+    real: str  # held-out examples every set is scored against
+    field: str
+    max_new: int
+    label_field: str | None = None
+    instruction: str | None = None  # None: the bundled task's own
+    only: tuple[str, str] | None = None  # (field, value): keep the rows of one label
+
+
+TASKS = {t.name: t for t in (
+    Task("gsm8k", "builtin:gsm8k/train", "builtin:gsm8k/test", "question", 80),
+    Task("mbpp", "builtin:mbpp/train", "builtin:mbpp/test", "text", 48),
+    Task("boolq", "builtin:boolq/train", "builtin:boolq/heldout", "question", 32, label_field="label"),
+    Task("commonsenseqa", "builtin:commonsenseqa/train", "builtin:commonsenseqa/dev", "question", 48),
+    Task("jigsaw", "builtin:jigsaw/train", "builtin:jigsaw/heldout", "comment_text", 48, label_field="label_name"),
+    # per label, as the STEER paper generates
+    Task("jigsaw-toxic", "builtin:jigsaw/train", "builtin:jigsaw/heldout", "comment_text", 48,
+         instruction="Write a toxic social media comment. Reply with the comment only.", only=("label_name", "toxic")),
+    Task("jigsaw-nontoxic", "builtin:jigsaw/train", "builtin:jigsaw/heldout", "comment_text", 48,
+         instruction="Write a social media comment. Reply with the comment only.", only=("label_name", "non-toxic")),
+)}
+
+
+class Study:
+    def __init__(self, args, scale: Scale):
+        import torch
+
+        from synthsteer.lm import load_lm
+
+        torch.set_num_threads(args.threads)
+        self.out, self.model, self.scale = Path(args.out), args.model, scale
+        self.lm = load_lm(args.model)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.out / "study.log", "a")
+
+    def say(self, msg: str):
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    # ------------------------------------------------------------ cells
+
+    def task(self, name: str) -> Task:
+        t = TASKS[name]
+        if t.only:  # one label's rows as data files, written once
+            from synthsteer.data import load_rows
+
+            (self.out / "data").mkdir(exist_ok=True)
+            key, value = t.only
+            for attr in ("data", "real"):
+                path = self.out / "data" / f"{name}-{attr}.jsonl"
+                if not path.exists():
+                    write_jsonl(path, [r for r in load_rows(getattr(t, attr)) if r[key] == value])
+                t = replace(t, **{attr: str(path)})
+        return t
+
+    def timed(self, what: str, done: Path, fn):
+        """Run `fn` unless `done` exists; the seconds it took go into times.json (first run only)."""
+        times_path = self.out / "times.json"
+        times = json.loads(times_path.read_text()) if times_path.exists() else {}
+        if done.exists():
+            return
+        self.say(f"start {what}")
+        t0 = time.time()
+        fn()
+        times[what] = round(time.time() - t0, 1)
+        times_path.write_text(json.dumps(times, indent=1, sort_keys=True) + "\n")
+        self.say(f"done  {what} in {times[what]:.0f} s")
+
+    def fit(self, task: Task, parameterization: str, out: Path) -> Path:
+        from synthsteer import FitConfig, fit_soft_prompt
+
+        s = self.scale
+        cfg = FitConfig(data=task.data, field=task.field, model=self.model, out=str(out), parameterization=parameterization,
+                        num_bases=2, prompt_length=16, steps=s.fit_steps, batch_size=8, max_length=64, lr=3e-3,
+                        limit=4000, save_every=20, seed=0, quiet=True)
+        self.timed(f"fit {out.relative_to(self.out)}", out / "config.json",
+                   lambda: fit_soft_prompt(cfg, resume=True, progress=False, lm=self.lm))
+        return out
+
+    def expert(self, task: Task, out: Path) -> Path:
+        from synthsteer import ExpertConfig, train_expert
+
+        cfg = ExpertConfig(data=task.data, field=task.field, model=self.model, out=str(out), instruction=task.instruction,
+                           steps=self.scale.expert_steps, batch_size=8, max_length=64, limit=2000, lr=1e-3,
+                           save_every=20, seed=0, quiet=True)
+        self.timed(f"expert {out.relative_to(self.out)}", out / "synthsteer_expert.json",
+                   lambda: train_expert(cfg, resume=True, progress=False, lm=self.lm))
+        return out
+
+    def generate(self, out: Path, **kw) -> Path:
+        from synthsteer import GenerateConfig, generate
+
+        cfg = GenerateConfig(model=self.model, out=str(out), batch_size=64, quiet=True, **kw)
+        self.timed(f"generate {out.relative_to(self.out)}", out / "done",
+                   lambda: (generate(cfg, progress=False, lm=self.lm), (out / "done").touch()))
+        return out
+
+    def evaluate(self, task: Task, sets: dict[str, Path], out: Path, label: bool = False) -> dict:
+        """One report over `sets`; redone when the list of sets changed (an experiment grew)."""
+        from synthsteer import EvalConfig, evaluate
+
+        names = {k: str(v) for k, v in sets.items()}
+        report_path = out / "report.json"
+        if report_path.exists():
+            report = json.loads(report_path.read_text())
+            if {k: v["source"] for k, v in report["sets"].items()} == names:
+                return report
+        cfg = EvalConfig(real=task.real, field=task.field, synthetic=tuple(f"{k}={v}" for k, v in names.items()),
+                         out=str(out), train=task.data, label_field=task.label_field if label else None,
+                         max_samples=self.scale.real_n, device="cpu", quiet=True)
+        self.say(f"start eval {out.relative_to(self.out)} ({len(sets)} sets)")
+        t0 = time.time()
+        report = evaluate(cfg, progress=False)
+        self.say(f"done  eval {out.relative_to(self.out)} in {time.time() - t0:.0f} s")
+        return report
+
+    # ------------------------------------------------------------ experiments
+
+    def softsrv(self):
+        s = self.scale
+        for name in s.softsrv_tasks:
+            task, root = self.task(name), self.out / "softsrv" / name
+            prompts = {p: self.fit(task, p, root / f"prompt-{p}") for p in ("nsp", "mp", "mc")}
+            methods = {"zero-shot": dict(method="hard"), "few-shot": dict(method="hard", shots=3),
+                       **{p: dict(method="softsrv", prompt=str(path)) for p, path in prompts.items()}}
+            sets = {}
+            for method, kw in methods.items():
+                for seed in s.seeds:
+                    sets[f"{method} s{seed}"] = self.generate(
+                        root / f"{method}-s{seed}", data=task.data, field=task.field, n=s.n, seed=seed,
+                        max_new_tokens=task.max_new, temperature=1.0, top_p=0.95, **kw)
+            self.evaluate(task, sets, root / "eval")
+
+    def tstr(self):
+        s = self.scale
+        for name in s.tstr_tasks:
+            task, root = self.task(name), self.out / "tstr" / name
+            prompt = self.fit(task, "mc", root / "prompt-mc")
+            run = self.generate(root / "softsrv-mc", prompt=str(prompt), data=task.data, field=task.field,
+                                label_field=task.label_field, n=max(s.tstr_sizes), seed=0,
+                                max_new_tokens=task.max_new, temperature=1.0, top_p=0.95)
+            from synthsteer import read_run
+            from synthsteer.data import load_rows
+
+            records = read_run(run)
+            train = load_rows(task.data)
+            random.Random(0).shuffle(train)
+            sets = {}
+            for size in s.tstr_sizes:  # the first records of one run, and a seeded sample of the real training data
+                sets[f"softsrv {size}"] = write_jsonl(root / f"softsrv-{size}.jsonl", [
+                    {task.field: r["text"], task.label_field: r.get(task.label_field, r["provenance"].get(task.label_field))} for r in records[:size]])
+                sets[f"real {size}"] = write_jsonl(root / f"real-{size}.jsonl", train[:size])
+            self.evaluate(task, sets, root / "eval", label=True)
+
+    def steer_sets(self, task: Task, root: Path) -> dict[str, Path]:
+        expert = self.expert(task, root / "expert")
+        common = dict(data=task.data, field=task.field, n=self.scale.n, seed=0, max_new_tokens=task.max_new)
+        with_expert = dict(common, expert=str(expert), method="hard")
+        sets = {
+            "temperature 0.7": self.generate(root / "temp-0.7", **with_expert, temperature=0.7),
+            "top-k 10": self.generate(root / "top-k-10", **with_expert, top_k=10),
+            "nucleus 0.92": self.generate(root / "nucleus-0.92", **with_expert, top_p=0.92),
+            "expert alone": self.generate(root / "expert-alone", **with_expert),
+            "few-shot": self.generate(root / "few-shot", **common, method="hard", shots=3, top_k=10,
+                                      instruction=task.instruction),
+        }
+        steer = dict(common, expert=str(expert), method="steer", top_k=10, negative_share="block")
+        grid = self.scale.grid if task.name in self.scale.grid_tasks else ()
+        cells = {(0.2, 0.6), *((g, e) for g in grid for e in grid)}
+        for g, e in sorted(cells):
+            name = "STEER (paper defaults)" if (g, e) == (0.2, 0.6) else f"STEER g{g} e{e}"
+            sets[name] = self.generate(root / f"steer-g{g}-e{e}", **steer, gamma=g, eta=e)
+        return sets
+
+    def steer(self):
+        for name in self.scale.steer_tasks:
+            task, root = self.task(name), self.out / "steer" / name
+            self.evaluate(task, self.steer_sets(task, root), root / "eval")
+
+    def beyond(self):
+        task, root = self.task("commonsenseqa"), self.out / "beyond" / "commonsenseqa"
+        prompt = self.fit(task, "mc", root / "prompt-mc")
+        common = dict(data=task.data, field=task.field, n=self.scale.n, seed=0, max_new_tokens=task.max_new, top_k=10)
+        soft = dict(common, prompt=str(prompt))
+        sets = self.steer_sets(task, self.out / "steer" / task.name)  # the same frontier: finished cells are reused
+        sets.update({
+            "softsrv mc": self.generate(root / "softsrv-mc", **soft, method="softsrv"),
+            "softsrv noise 0.3": self.generate(root / "softsrv-noise", **soft, method="softsrv", context_noise=0.3),
+            "softsrv mix 0.5": self.generate(root / "softsrv-mix", **soft, method="softsrv", context_mix=0.5),
+            "softsrv + STEER": self.generate(root / "softsrv-steer", **soft, method="steer", negative_share="block"),
+            "STEER nearest negatives": self.generate(
+                root / "steer-nearest", **common, expert=str(self.out / "steer" / task.name / "expert"),
+                method="steer", negative_draw="nearest"),
+        })
+        self.evaluate(task, sets, root / "eval")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp.replace(path)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiments", nargs="+", choices=("softsrv", "tstr", "steer", "beyond", "report", "all"))
+    ap.add_argument("--model", default="smollm2", help="any HF causal LM id or path; a GPU run of the same tables")
+    ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--quick", action="store_true", help="toy sizes: the whole pipeline in minutes")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    scale = QUICK if args.quick else FULL
+    todo = ("softsrv", "tstr", "steer", "beyond", "report") if "all" in args.experiments else args.experiments
+    study = Study(args, scale) if set(todo) - {"report"} else None
+    t0 = time.time()
+    for name in todo:
+        if name == "report":
+            from study_report import write_results
+
+            write_results(Path(args.out), scale)
+        else:
+            getattr(study, name)()
+    if study:
+        study.say(f"{' '.join(todo)}: {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
