@@ -113,18 +113,18 @@ class Study:
                 t = replace(t, **{attr: str(path)})
         return t
 
-    def timed(self, what: str, done: Path, fn):
-        """Run `fn` unless `done` exists; the seconds it took go into times.json (first run only)."""
-        times_path = self.out / "times.json"
-        times = json.loads(times_path.read_text()) if times_path.exists() else {}
-        if done.exists():
+    def timed(self, what: str, done: Path | None, fn):
+        """Run `fn` unless it is done (`done` exists, or else its entry in OUT/times/); the seconds it took
+        go into OUT/times/ (one file per cell, so that experiments can run side by side)."""
+        entry = self.out / "times" / (what.replace("/", "__").replace(" ", "_") + ".json")
+        if (done or entry).exists():
             return
         self.say(f"start {what}")
         t0 = time.time()
         fn()
-        times[what] = round(time.time() - t0, 1)
-        times_path.write_text(json.dumps(times, indent=1, sort_keys=True) + "\n")
-        self.say(f"done  {what} in {times[what]:.0f} s")
+        entry.parent.mkdir(exist_ok=True)
+        write_jsonl(entry, [{"what": what, "seconds": round(time.time() - t0, 1)}])
+        self.say(f"done  {what} in {time.time() - t0:.0f} s")
 
     def fit(self, task: Task, parameterization: str, out: Path) -> Path:
         from synthsteer import FitConfig, fit_soft_prompt
@@ -132,7 +132,7 @@ class Study:
         s = self.scale
         cfg = FitConfig(data=task.data, field=task.field, model=self.model, out=str(out), parameterization=parameterization,
                         num_bases=2, prompt_length=16, steps=s.fit_steps, batch_size=8, max_length=64, lr=3e-3,
-                        limit=4000, save_every=20, seed=0, quiet=True)
+                        save_every=20, seed=0, quiet=True)  # every record: their contexts are embedded once
         self.timed(f"fit {out.relative_to(self.out)}", out / "config.json",
                    lambda: fit_soft_prompt(cfg, resume=True, progress=False, lm=self.lm))
         return out
@@ -151,8 +151,7 @@ class Study:
         from synthsteer import GenerateConfig, generate
 
         cfg = GenerateConfig(model=self.model, out=str(out), batch_size=64, quiet=True, **kw)
-        self.timed(f"generate {out.relative_to(self.out)}", out / "done",
-                   lambda: (generate(cfg, progress=False, lm=self.lm), (out / "done").touch()))
+        self.timed(f"generate {out.relative_to(self.out)}", None, lambda: generate(cfg, progress=False, lm=self.lm))
         return out
 
     def evaluate(self, task: Task, sets: dict[str, Path], out: Path, label: bool = False) -> dict:
@@ -181,14 +180,15 @@ class Study:
         for name in s.softsrv_tasks:
             task, root = self.task(name), self.out / "softsrv" / name
             prompts = {p: self.fit(task, p, root / f"prompt-{p}") for p in ("nsp", "mp", "mc")}
-            methods = {"zero-shot": dict(method="hard"), "few-shot": dict(method="hard", shots=3),
-                       **{p: dict(method="softsrv", prompt=str(path)) for p, path in prompts.items()}}
+            data = dict(data=task.data, field=task.field)
+            methods = {"zero-shot": dict(method="hard", data=task.data), "few-shot": dict(method="hard", shots=3, **data),
+                       **{p: dict(method="softsrv", prompt=str(path), **data) for p, path in prompts.items()}}
             sets = {}
             for method, kw in methods.items():
                 for seed in s.seeds:
                     sets[f"{method} s{seed}"] = self.generate(
-                        root / f"{method}-s{seed}", data=task.data, field=task.field, n=s.n, seed=seed,
-                        max_new_tokens=task.max_new, temperature=1.0, top_p=0.95, **kw)
+                        root / f"{method}-s{seed}", n=s.n, seed=seed, max_new_tokens=task.max_new, temperature=1.0,
+                        top_p=0.95, **kw)
             self.evaluate(task, sets, root / "eval")
 
     def tstr(self):

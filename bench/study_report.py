@@ -189,7 +189,10 @@ def frontier(task: str, rows: dict, plots: Path):
 def write_results(root: Path, scale) -> dict:
     plots = root / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    times = json.loads((root / "times.json").read_text()) if (root / "times.json").exists() else {}
+    times = {}
+    for entry in sorted((root / "times").glob("*.json")):
+        cell = json.loads(entry.read_text())
+        times[cell["what"]] = cell["seconds"]
     softsrv, md_softsrv = softsrv_table(root, times)
     tstr, md_tstr = tstr_table(root)
     steer, md_steer = steer_tables(root, plots)

@@ -114,6 +114,7 @@ def test_sweep_plot_and_cli(tmp_path, sets, capsys):
     assert e.value.code == 0
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert saved["varying_settings"] == {"temperature": [0.5, 1.0]} and "sweep" in saved["plots"]
+    assert "not checked: pass --train" in (tmp_path / "rep" / "report.html").read_text()  # no --train given
     assert "MAUVE" in capsys.readouterr().out
 
 

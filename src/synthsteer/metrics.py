@@ -12,6 +12,8 @@ Downstream:   tstr
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import re
 from collections.abc import Callable
@@ -209,28 +211,42 @@ def copy_scores(synthetic: list[str], reference: list[str], *, near_threshold: f
     whitespace), `jaccard` and `match` (the most similar reference by character-5-gram Jaccard among
     MinHash-LSH candidates at `near_threshold`, confirmed exactly; 0 and -1 when none), `verbatim`
     (contains a run of `ngram` words that occurs in the reference)."""
-    from datasketch import MinHash, MinHashLSH
+    index = _copy_index(tuple(reference), near_threshold, ngram, num_perm, seed)
+    return [index.score(text) for text in synthetic]
 
-    ref_norm = {_normalize(t) for t in reference}
 
-    def minhash(shingles):
-        m = MinHash(num_perm=num_perm, seed=seed)
+class _CopyIndex:
+    """The reference side of `copy_scores`, built once per reference: an eval scores many sets
+    against one training set, and hashing thousands of training texts dominated its time."""
+
+    def __init__(self, reference: tuple[str, ...], near_threshold: float, ngram: int, num_perm: int, seed: int):
+        from datasketch import MinHashLSH
+
+        self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
+        self.norm = {_normalize(t) for t in reference}
+        self.shingles = [_shingles(t) for t in reference]
+        self.lsh = MinHashLSH(threshold=near_threshold, num_perm=num_perm)
+        for i, sh in enumerate(self.shingles):
+            self.lsh.insert(str(i), self.minhash(sh))
+        self.grams = {g for t in reference for g in _ngrams(words(t), ngram)}
+
+    def minhash(self, shingles):
+        from datasketch import MinHash
+
+        m = MinHash(num_perm=self.num_perm, seed=self.seed)
         m.update_batch([x.encode("utf-8") for x in shingles])
         return m
 
-    lsh = MinHashLSH(threshold=near_threshold, num_perm=num_perm)
-    ref_sh = [_shingles(t) for t in reference]
-    for i, sh in enumerate(ref_sh):
-        lsh.insert(str(i), minhash(sh))
-    ref_grams = {g for t in reference for g in _ngrams(words(t), ngram)}
-    out = []
-    for text in synthetic:
+    def score(self, text: str) -> dict:
         sh = _shingles(text)
-        scored = [(len(sh & ref_sh[c]) / len(sh | ref_sh[c]), c) for c in map(int, lsh.query(minhash(sh)))]
+        scored = [(len(sh & self.shingles[c]) / len(sh | self.shingles[c]), c)
+                  for c in map(int, self.lsh.query(self.minhash(sh)))]
         jac, match = max(scored) if scored else (0.0, -1)
-        out.append({"exact": _normalize(text) in ref_norm, "jaccard": jac, "match": match,
-                    "verbatim": any(g in ref_grams for g in _ngrams(words(text), ngram))})
-    return out
+        return {"exact": _normalize(text) in self.norm, "jaccard": jac, "match": match,
+                "verbatim": any(g in self.grams for g in _ngrams(words(text), self.ngram))}
+
+
+_copy_index = functools.lru_cache(maxsize=2)(_CopyIndex)
 
 
 def memorization(synthetic: list[str], train: list[str], *, near_threshold: float = 0.8, ngram: int = 13,

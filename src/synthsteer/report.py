@@ -204,7 +204,8 @@ figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 data and is the ceiling. AUROC is a 5-fold real-vs-synthetic classifier: 0.5 means indistinguishable.</p>
 <ul>{warn}</ul>
 <h2>Plots</h2>{imgs}
-<h2>Closest copies of the training data</h2>{offenders or '<p>none flagged</p>'}
+<h2>Closest copies of the training data</h2>{offenders or ('<p>none flagged</p>' if report['config'].get('train')
+                                                   else '<p>not checked: pass --train with the training data</p>')}
 <p>synthsteer {esc(report['synthsteer_version'])}; featurize {report['seconds']['featurize']}s, metrics
 {report['seconds']['metrics']}s.</p>
 <script>
