@@ -181,7 +181,7 @@ class Study:
             task, root = self.task(name), self.out / "softsrv" / name
             prompts = {p: self.fit(task, p, root / f"prompt-{p}") for p in ("nsp", "mp", "mc")}
             data = dict(data=task.data, field=task.field)
-            methods = {"zero-shot": dict(method="hard", data=task.data), "few-shot": dict(method="hard", shots=3, **data),
+            methods = {"zero-shot": dict(method="hard", **data), "few-shot": dict(method="hard", shots=3, **data),
                        **{p: dict(method="softsrv", prompt=str(path), **data) for p, path in prompts.items()}}
             sets = {}
             for method, kw in methods.items():
@@ -197,12 +197,12 @@ class Study:
             task, root = self.task(name), self.out / "tstr" / name
             prompt = self.fit(task, "mc", root / "prompt-mc")
             run = self.generate(root / "softsrv-mc", prompt=str(prompt), data=task.data, field=task.field,
-                                label_field=task.label_field, n=max(s.tstr_sizes), seed=0,
+                                label_field=task.label_field, n=max(s.tstr_sizes) + 16, seed=0,
                                 max_new_tokens=task.max_new, temperature=1.0, top_p=0.95)
             from synthsteer import read_run
             from synthsteer.data import load_rows
 
-            records = read_run(run)
+            records = [r for r in read_run(run) if r["text"].strip()]  # an immediate EOS leaves an empty text
             train = load_rows(task.data)
             random.Random(0).shuffle(train)
             sets = {}

@@ -64,3 +64,19 @@ def test_filters():
     assert torch.isinf(filter_scores(s, top_k=2)).tolist() == [[False, False, True, True]]
     assert torch.isinf(filter_scores(s, top_p=0.75)).tolist() == [[False, False, True, True]]
     assert torch.isinf(filter_scores(s, top_p=0.5)).tolist() == [[False, True, True, True]]
+
+
+def test_a_length_class_that_finishes_first_leaves_the_others_running():
+    """Prefixes of 3 and 200 tokens decode in separate length classes; when every sample of one class
+    has ended, the other class goes on (this crashed with an empty forward before)."""
+    model = tiny_model("llama")
+    cfg = SamplingConfig(temperature=1.0, max_new_tokens=40)
+    eos = list(range(2, 12))  # ten stop tokens: samples end after a few steps, at different steps
+    keys = [sample_key(3, i) for i in range(6)]
+    prefixes = [[Prefix(ids=[3, 4 + i, 5])] if i % 2 else [Prefix(ids=[(7 * j + i) % 90 + 5 for j in range(200)])]
+                for i in range(6)]
+    together = decode(model, prefixes, keys, cfg, eos_token_ids=eos)
+    alone = [decode(model, [p], [k], cfg, eos_token_ids=eos)[0] for p, k in zip(prefixes, keys)]
+    assert together == alone
+    short, long = [len(together[i]) for i in range(1, 6, 2)], [len(together[i]) for i in range(0, 6, 2)]
+    assert max(short) < max(long) or max(long) < max(short)  # one class ran out before the other

@@ -329,8 +329,9 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
         eos_t = torch.tensor(sorted(eos), device=dev)
         out = torch.full((n, sampling.max_new_tokens), -1, dtype=torch.long, device=dev)
         logprob = torch.zeros(n, dtype=torch.float64, device=dev)
+        single = len(groups) == 1
         for step in range(sampling.max_new_tokens):
-            if len(groups) == 1:  # one batch holds every row, in (sample, branch) order
+            if single:  # one batch holds every row, in (sample, branch) order
                 logprobs = lps[0].view(len(alive), nb, -1)
             else:
                 logprobs = torch.empty(len(alive), nb, lps[0].shape[-1], device=dev)
@@ -356,6 +357,7 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
                     rows = (renumber[g[1]] >= 0).nonzero().squeeze(1)
                     g[0].select(rows)
                     g[1], g[2] = renumber[g[1][rows]], g[2][rows]
+                groups = [g for g in groups if len(g[1])]  # a length class whose samples have all finished
                 alive, tokens = alive[keep], tokens[keep]
             if on_step:
                 on_step(len(alive))
