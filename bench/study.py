@@ -46,7 +46,7 @@ class Scale:
 
 
 FULL = Scale(n=64, seeds=(0, 1, 2), fit_steps=60, expert_steps=40, real_n=400, grid=GRID, tstr_sizes=(64, 256),
-             softsrv_tasks=("gsm8k", "mbpp", "boolq"), steer_tasks=("commonsenseqa", "jigsaw-toxic", "jigsaw-nontoxic"),
+             softsrv_tasks=("gsm8k", "boolq", "mbpp"), steer_tasks=("commonsenseqa", "jigsaw-toxic", "jigsaw-nontoxic"),
              grid_tasks=("commonsenseqa", "jigsaw-toxic"), tstr_tasks=("boolq", "jigsaw"))
 QUICK = Scale(n=24, seeds=(0,), fit_steps=12, expert_steps=8, real_n=100, grid=(0.0, 0.6), tstr_sizes=(16, 48),
               softsrv_tasks=("gsm8k",), steer_tasks=("commonsenseqa",), grid_tasks=("commonsenseqa",),
@@ -238,6 +238,8 @@ class Study:
             self.evaluate(task, self.steer_sets(task, root), root / "eval")
 
     def beyond(self):
+        if "commonsenseqa" not in self.scale.steer_tasks:
+            return
         task, root = self.task("commonsenseqa"), self.out / "beyond" / "commonsenseqa"
         prompt = self.fit(task, "mc", root / "prompt-mc")
         common = dict(data=task.data, field=task.field, n=self.scale.n, seed=0, max_new_tokens=task.max_new, top_k=10)
@@ -269,8 +271,16 @@ def main():
     ap.add_argument("--out", default="runs/study")
     ap.add_argument("--quick", action="store_true", help="toy sizes: the whole pipeline in minutes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", help="comma-separated task names: run the experiments on these tasks only "
+                                   "(e.g. to run two experiments side by side, one thread each)")
     args = ap.parse_args()
     scale = QUICK if args.quick else FULL
+    if args.only:
+        only = set(args.only.split(","))
+        if only - set(TASKS):
+            ap.error(f"--only: unknown task(s) {', '.join(sorted(only - set(TASKS)))}; tasks: {', '.join(TASKS)}")
+        scale = replace(scale, **{k: tuple(t for t in getattr(scale, k) if t in only)
+                                  for k in ("softsrv_tasks", "steer_tasks", "grid_tasks", "tstr_tasks")})
     todo = ("softsrv", "tstr", "steer", "beyond", "report") if "all" in args.experiments else args.experiments
     study = Study(args, scale) if set(todo) - {"report"} else None
     t0 = time.time()

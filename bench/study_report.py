@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-REAL = "real vs real (ceiling)"
+from synthsteer.evaluation import REAL_VS_REAL as REAL  # the ceiling's name in a report
 
 
 def _value(x):
@@ -45,8 +45,9 @@ def softsrv_table(root: Path, times: dict) -> tuple[dict, str]:
         for name, m in report["metrics"].items():
             method = REAL if name == REAL else re.sub(r" s\d+$", "", name)
             by_method.setdefault(method, []).append(_row(m))
+        order = ["zero-shot", "few-shot", "nsp", "mp", "mc", REAL]
         rows = {}
-        for method, runs in by_method.items():
+        for method, runs in sorted(by_method.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
             mauve = _mean_std([r["mauve"] for r in runs])
             rows[method] = {"mauve_mean": mauve[0], "mauve_std": mauve[1], "seeds": len(runs),
                             **{k: float(np.mean([r[k] for r in runs])) for k in ("distinct_2", "diversity", "auroc",
@@ -106,6 +107,9 @@ def steer_tables(root: Path, plots: Path) -> tuple[dict, str]:
         if beyond.exists():  # the same real set and sampling: one frontier
             rows.update({name: _row(m) for name, m in json.loads(beyond.read_text())["metrics"].items()
                          if name not in rows})
+        first = ["temperature 0.7", "top-k 10", "nucleus 0.92", "few-shot", "expert alone", "STEER (paper defaults)"]
+        rows = dict(sorted(rows.items(), key=lambda kv: (first.index(kv[0]) if kv[0] in first else
+                                                         len(first) + (kv[0] == REAL))))
         out[task_dir.name] = rows
         md += [f"\n### {task_dir.name}\n", "| set | MAUVE ↑ | diversity ↑ | distinct-2 | AUROC (→0.5) | near-copies | words |",
                "|---|---|---|---|---|---|---|"]
