@@ -4,8 +4,9 @@ A source is a path (`.jsonl`, `.json` list, `.csv`, `.parquet`, each optionally 
 compressed; a glob of such files; a `datasets` directory saved with `save_to_disk`), a hub dataset
 name with an optional subset (loaded through `datasets.load_dataset`), or `builtin:NAME[/SPLIT]` for
 the bundled sets. Local files are parsed here rather than by `datasets` so that a bad line is reported
-as FILE:LINE and nothing is cached behind the user's back; `--limit` stops reading early. Text comes from one field or a `str.format` template over the row's fields. Every
-record gets a stable id: the row's id field when it has one, else a hash of the row's content.
+as FILE:LINE and nothing is cached behind the user's back; `--limit` stops reading early. Text comes
+from one field or a `str.format` template over the row's fields. Every record gets a stable id: the
+row's id field when it has one, else a hash of the row's content.
 """
 
 from __future__ import annotations
@@ -221,13 +222,20 @@ def _is_local(source: str) -> bool:
 
 def _read_file(path: Path, limit: int | None) -> list[dict]:
     kind, opener = _kind(path), OPENERS.get(path.suffix.lower())
-    if kind == ".parquet" and opener is None:
+    if kind == ".parquet":
+        if opener is not None:
+            raise SynthsteerError(f"{path}: a compressed parquet file; parquet compresses its own columns, "
+                                  "so decompress it (or write it with compression='zstd')")
         return _read_parquet(path, limit)
     if kind not in READERS:
         raise SynthsteerError(f"{path}: unknown file type {kind or path.suffix!r}; use .jsonl, .json, .csv or .parquet "
                               "(optionally .gz, .bz2 or .xz)")
     try:
-        raw = opener(path, "rb").read() if opener else path.read_bytes()
+        if opener is None:
+            raw = path.read_bytes()
+        else:
+            with opener(path, "rb") as f:
+                raw = f.read()
     except (OSError, EOFError, lzma.LZMAError) as e:
         raise SynthsteerError(f"{path}: could not decompress ({e})") from None
     return READERS[kind](raw, path, limit)

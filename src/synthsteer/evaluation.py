@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
-from .data import DataSpec, template_fields, load_records
+from .data import DataSpec, load_records, template_fields
 from .errors import SynthsteerError
 from .logs import log, log_file
 from .metrics import SetInputs, compute_metrics, label_agreement, label_classifier, memorization, tstr
