@@ -213,23 +213,28 @@ class Study:
             self.evaluate(task, sets, root / "eval", label=True)
 
     def steer_sets(self, task: Task, root: Path) -> dict[str, Path]:
+        """The baselines and STEER at the paper's defaults with every generation seed (error bars; seed s > 0
+        is the set "NAME s<s>"), and the gamma x eta grid with seed 0."""
         expert = self.expert(task, root / "expert")
-        common = dict(data=task.data, field=task.field, n=self.scale.n, seed=0, max_new_tokens=task.max_new)
+        common = dict(data=task.data, field=task.field, n=self.scale.n, max_new_tokens=task.max_new)
         with_expert = dict(common, expert=str(expert), method="hard")
-        sets = {
-            "temperature 0.7": self.generate(root / "temp-0.7", **with_expert, temperature=0.7),
-            "top-k 10": self.generate(root / "top-k-10", **with_expert, top_k=10),
-            "nucleus 0.92": self.generate(root / "nucleus-0.92", **with_expert, top_p=0.92),
-            "expert alone": self.generate(root / "expert-alone", **with_expert),
-            "few-shot": self.generate(root / "few-shot", **common, method="hard", shots=3, top_k=10,
-                                      instruction=task.instruction),
-        }
         steer = dict(common, expert=str(expert), method="steer", top_k=10, negative_share="block")
+        named = {
+            "temperature 0.7": ("temp-0.7", dict(with_expert, temperature=0.7)),
+            "top-k 10": ("top-k-10", dict(with_expert, top_k=10)),
+            "nucleus 0.92": ("nucleus-0.92", dict(with_expert, top_p=0.92)),
+            "expert alone": ("expert-alone", with_expert),
+            "few-shot": ("few-shot", dict(common, method="hard", shots=3, top_k=10, instruction=task.instruction)),
+            "STEER (paper defaults)": ("steer-g0.2-e0.6", dict(steer, gamma=0.2, eta=0.6)),
+        }
+        sets = {}
+        for seed in self.scale.seeds:
+            for name, (folder, kw) in named.items():
+                suffix = f" s{seed}" if seed else ""
+                sets[name + suffix] = self.generate(root / (folder + suffix.replace(" ", "-")), **kw, seed=seed)
         grid = self.scale.grid if task.name in self.scale.grid_tasks else ()
-        cells = {(0.2, 0.6), *((g, e) for g in grid for e in grid)}
-        for g, e in sorted(cells):
-            name = "STEER (paper defaults)" if (g, e) == (0.2, 0.6) else f"STEER g{g} e{e}"
-            sets[name] = self.generate(root / f"steer-g{g}-e{e}", **steer, gamma=g, eta=e)
+        for g, e in sorted({(g, e) for g in grid for e in grid} - {(0.2, 0.6)}):
+            sets[f"STEER g{g} e{e}"] = self.generate(root / f"steer-g{g}-e{e}", **steer, gamma=g, eta=e, seed=0)
         return sets
 
     def steer(self):
@@ -242,18 +247,22 @@ class Study:
             return
         task, root = self.task("commonsenseqa"), self.out / "beyond" / "commonsenseqa"
         prompt = self.fit(task, "mc", root / "prompt-mc")
-        common = dict(data=task.data, field=task.field, n=self.scale.n, seed=0, max_new_tokens=task.max_new, top_k=10)
+        common = dict(data=task.data, field=task.field, n=self.scale.n, max_new_tokens=task.max_new, top_k=10)
         soft = dict(common, prompt=str(prompt))
+        expert = str(self.out / "steer" / task.name / "expert")
+        ours = {
+            "softsrv mc": ("softsrv-mc", dict(soft, method="softsrv")),
+            "softsrv noise 0.3": ("softsrv-noise", dict(soft, method="softsrv", context_noise=0.3)),
+            "softsrv mix 0.5": ("softsrv-mix", dict(soft, method="softsrv", context_mix=0.5)),
+            "softsrv + STEER": ("softsrv-steer", dict(soft, method="steer", negative_share="block")),
+            "STEER nearest negatives": ("steer-nearest", dict(common, expert=expert, method="steer",
+                                                              negative_draw="nearest")),
+        }
         sets = self.steer_sets(task, self.out / "steer" / task.name)  # the same frontier: finished cells are reused
-        sets.update({
-            "softsrv mc": self.generate(root / "softsrv-mc", **soft, method="softsrv"),
-            "softsrv noise 0.3": self.generate(root / "softsrv-noise", **soft, method="softsrv", context_noise=0.3),
-            "softsrv mix 0.5": self.generate(root / "softsrv-mix", **soft, method="softsrv", context_mix=0.5),
-            "softsrv + STEER": self.generate(root / "softsrv-steer", **soft, method="steer", negative_share="block"),
-            "STEER nearest negatives": self.generate(
-                root / "steer-nearest", **common, expert=str(self.out / "steer" / task.name / "expert"),
-                method="steer", negative_draw="nearest"),
-        })
+        for seed in self.scale.seeds:
+            for name, (folder, kw) in ours.items():
+                suffix = f" s{seed}" if seed else ""
+                sets[name + suffix] = self.generate(root / (folder + suffix.replace(" ", "-")), **kw, seed=seed)
         self.evaluate(task, sets, root / "eval")
 
 

@@ -98,31 +98,53 @@ def _grid_value(name: str) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2))) if m else None
 
 
+def _aggregate(rows: dict[str, dict]) -> dict[str, dict]:
+    """Sets that differ only by generation seed ("NAME", "NAME s1", "NAME s2") as one row: the mean of
+    every figure, and the spread of MAUVE and diversity over the seeds."""
+    groups: dict[str, list[dict]] = {}
+    for name, r in rows.items():
+        groups.setdefault(re.sub(r" s\d+$", "", name), []).append(r)
+    out = {}
+    for name, runs in groups.items():
+        row = {k: (float(np.mean([r[k] for r in runs])) if runs[0][k] is not None else None) for k in runs[0]}
+        for k in ("mauve", "diversity"):
+            row[f"{k}_std"] = _mean_std([r[k] for r in runs])[1] if runs[0][k] is not None else None
+        row["seeds"] = len(runs)
+        out[name] = row
+    return out
+
+
 def steer_tables(root: Path, plots: Path) -> tuple[dict, str]:
     out, md = {}, []
     for task_dir in sorted(p for p in (root / "steer").glob("*") if (p / "eval" / "report.json").exists()):
         report = json.loads((task_dir / "eval" / "report.json").read_text())
-        rows = {name: _row(m) for name, m in report["metrics"].items()}
+        raw = {name: _row(m) for name, m in report["metrics"].items()}
         beyond = root / "beyond" / task_dir.name / "eval" / "report.json"
         if beyond.exists():  # the same real set and sampling: one frontier
-            rows.update({name: _row(m) for name, m in json.loads(beyond.read_text())["metrics"].items()
-                         if name not in rows})
+            raw.update({name: _row(m) for name, m in json.loads(beyond.read_text())["metrics"].items()
+                        if name not in raw})
+        rows = _aggregate(raw)
         first = ["temperature 0.7", "top-k 10", "nucleus 0.92", "few-shot", "expert alone", "STEER (paper defaults)"]
         rows = dict(sorted(rows.items(), key=lambda kv: (first.index(kv[0]) if kv[0] in first else
                                                          len(first) + (kv[0] == REAL))))
         out[task_dir.name] = rows
-        md += [f"\n### {task_dir.name}\n", "| set | MAUVE ↑ | diversity ↑ | distinct-2 | AUROC (→0.5) | near-copies | words |",
+        md += [f"\n### {task_dir.name} ({next(iter(report['sets'].values()))['n']} samples per set, "
+               f"{report['real']['n']} held-out real; ± over generation seeds)\n",
+               "| set | MAUVE ↑ | diversity ↑ | distinct-2 | AUROC (→0.5) | near-copies | words |",
                "|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             if GRID_NAME.match(name):
                 continue
-            md.append(f"| {name} | {_fmt(r['mauve'])} | {_fmt(r['diversity'])} | {_fmt(r['distinct_2'])} | "
-                      f"{_fmt(r['auroc'])} | {_fmt(r['near_copy'], '{:.1%}')} | {_fmt(r['words'], '{:.1f}')} |")
-        grid = {_grid_value(n): r for n, r in rows.items() if _grid_value(n)}
+            spread = (lambda k: f" ± {r[k + '_std']:.3f}" if r["seeds"] > 1 else "")
+            md.append(f"| {name} | {_fmt(r['mauve'])}{spread('mauve')} | {_fmt(r['diversity'])}{spread('diversity')} | "
+                      f"{_fmt(r['distinct_2'])} | {_fmt(r['auroc'])} | {_fmt(r['near_copy'], '{:.1%}')} | "
+                      f"{_fmt(r['words'], '{:.1f}')} |")
+        # the grid is seed 0 throughout, the paper's default cell included
+        grid = {_grid_value(n): r for n, r in raw.items() if _grid_value(n)}
         gammas, etas = sorted({g for g, _ in grid}), sorted({e for _, e in grid})
         if len(gammas) > 1 and len(etas) > 1:
-            md.append(f"\ngamma x eta grid ({len(gammas)} x {len(etas)}): MAUVE / diversity / AUROC, rows gamma, "
-                      "columns eta\n")
+            md.append(f"\ngamma x eta grid ({len(gammas)} x {len(etas)}, seed 0): MAUVE / diversity / AUROC; rows "
+                      "gamma, columns eta\n")
             md.append("| gamma \\ eta | " + " | ".join(f"{e:g}" for e in etas) + " |")
             md.append("|---" * (len(etas) + 1) + "|")
             for g in gammas:
@@ -130,9 +152,9 @@ def steer_tables(root: Path, plots: Path) -> tuple[dict, str]:
                 md.append(f"| {g:g} | " + " | ".join(
                     "–" if c is None else f"{c['mauve']:.2f} / {c['diversity']:.2f} / {c['auroc']:.2f}" for c in cells) + " |")
             heatmaps(task_dir.name, grid, gammas, etas, plots)
-            md.append(f"\n![heatmaps](results/study-{task_dir.name}-grid.png)\n"
-                      f"![frontier](results/study-{task_dir.name}-frontier.png)")
+            md.append(f"\n![heatmaps](results/study-{task_dir.name}-grid.png)")
         frontier(task_dir.name, rows, plots)
+        md.append(f"\n![frontier](results/study-{task_dir.name}-frontier.png)")
     return out, "\n".join(md)
 
 
@@ -178,7 +200,10 @@ def frontier(task: str, rows: dict, plots: Path):
                  dict(marker="*", color="tab:blue", s=160) if grid else
                  dict(marker="s", color="tab:green", s=60) if name.startswith("softsrv") or "nearest" in name else
                  dict(marker="^", color="black", s=60) if name == REAL else dict(marker="D", color="tab:red", s=50))
-        ax.scatter(r["diversity"], r["mauve"], **style)
+        ax.scatter(r["diversity"], r["mauve"], zorder=3, **style)
+        if r.get("seeds", 1) > 1:
+            ax.errorbar(r["diversity"], r["mauve"], xerr=r["diversity_std"], yerr=r["mauve_std"], fmt="none",
+                        ecolor=style["color"], alpha=0.6, capsize=2)
         label = f"g{grid[0]:g} e{grid[1]:g}" if grid and name != "STEER (paper defaults)" else name
         ax.annotate(label, (r["diversity"], r["mauve"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("diversity (distinct-n product, ↑)")
