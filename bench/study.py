@@ -126,6 +126,18 @@ class Study:
         write_jsonl(entry, [{"what": what, "seconds": round(time.time() - t0, 1)}])
         self.say(f"done  {what} in {time.time() - t0:.0f} s")
 
+    def real_sample(self, task: Task, seed: int, n: int | None = None) -> Path:
+        """n real training examples (seeded): the ceiling at the synthetic sets' own size, since MAUVE
+        depends on the number of samples and the report's real-vs-real halves are larger."""
+        from synthsteer.data import load_rows
+
+        path = self.out / "data" / f"{task.name}-real-{n or self.scale.n}-s{seed}.jsonl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = load_rows(task.data)
+            write_jsonl(path, random.Random(seed).sample(rows, n or self.scale.n))
+        return path
+
     def fit(self, task: Task, parameterization: str, out: Path) -> Path:
         from synthsteer import FitConfig, fit_soft_prompt
 
@@ -183,7 +195,7 @@ class Study:
             data = dict(data=task.data, field=task.field)
             methods = {"zero-shot": dict(method="hard", **data), "few-shot": dict(method="hard", shots=3, **data),
                        **{p: dict(method="softsrv", prompt=str(path), **data) for p, path in prompts.items()}}
-            sets = {}
+            sets = {f"real train s{seed}": self.real_sample(task, seed) for seed in s.seeds}
             for method, kw in methods.items():
                 for seed in s.seeds:
                     sets[f"{method} s{seed}"] = self.generate(
@@ -229,6 +241,7 @@ class Study:
         }
         sets = {}
         for seed in self.scale.seeds:
+            sets["real train" + (f" s{seed}" if seed else "")] = self.real_sample(task, seed)
             for name, (folder, kw) in named.items():
                 suffix = f" s{seed}" if seed else ""
                 sets[name + suffix] = self.generate(root / (folder + suffix.replace(" ", "-")), **kw, seed=seed)

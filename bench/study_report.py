@@ -45,7 +45,7 @@ def softsrv_table(root: Path, times: dict) -> tuple[dict, str]:
         for name, m in report["metrics"].items():
             method = REAL if name == REAL else re.sub(r" s\d+$", "", name)
             by_method.setdefault(method, []).append(_row(m))
-        order = ["zero-shot", "few-shot", "nsp", "mp", "mc", REAL]
+        order = ["zero-shot", "few-shot", "nsp", "mp", "mc", "real train", REAL]
         rows = {}
         for method, runs in sorted(by_method.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
             mauve = _mean_std([r["mauve"] for r in runs])
@@ -126,7 +126,7 @@ def steer_tables(root: Path, plots: Path) -> tuple[dict, str]:
         rows = _aggregate(raw)
         first = ["temperature 0.7", "top-k 10", "nucleus 0.92", "few-shot", "expert alone", "STEER (paper defaults)"]
         rows = dict(sorted(rows.items(), key=lambda kv: (first.index(kv[0]) if kv[0] in first else
-                                                         len(first) + (kv[0] == REAL))))
+                                                         len(first) + (kv[0] == "real train") + 2 * (kv[0] == REAL))))
         out[task_dir.name] = rows
         md += [f"\n### {task_dir.name} ({next(iter(report['sets'].values()))['n']} samples per set, "
                f"{report['real']['n']} held-out real; ± over generation seeds)\n",
