@@ -54,3 +54,14 @@ def test_faiss_lines_from_mauve_go_to_the_log_not_the_terminal(capfd, caplog):
     mauve_score(rng.normal(size=(100, 8)), rng.normal(size=(60, 8)), seeds=(0,))
     assert "clustering" not in capfd.readouterr().err  # faiss writes to descriptor 2 directly
     assert "WARNING clustering 160 points to 6 centroids" in caplog.text
+
+
+def test_the_python_api_keeps_debug_lines_off_the_terminal(tmp_path, capsys):
+    from synthsteer.logs import log, log_file
+
+    with log_file(tmp_path):  # no CLI setup(): the state a script or notebook is in
+        log.debug("internal detail")
+        log.info("a note for the user")
+    err = capsys.readouterr().err
+    assert "a note for the user" in err and "internal detail" not in err
+    assert "internal detail" in (tmp_path / "log.txt").read_text()

@@ -47,6 +47,7 @@ class _Stderr(logging.StreamHandler):
 
 
 _console = _Stderr()
+_console.setLevel(logging.INFO)  # the Python API's default too: debug lines belong in log.txt only
 log.setLevel(logging.DEBUG)
 log.propagate = False
 log.addHandler(_console)  # the Python API prints notes and warnings as the CLI does
