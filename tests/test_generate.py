@@ -39,11 +39,13 @@ def test_softsrv_run_records_and_provenance(prompt_dir, small_jsonl, tmp_path):
         assert p["method"] == "softsrv" and p["parameterization"] == "mc" and p["seed"] == 3
         assert p["settings_hash"] == manifest["settings_hash"] and r["id"].startswith(p["settings_hash"][:8])
         assert 0 < r["num_tokens"] <= 12 and r["finish"] in ("eos", "length")
-    # contexts cycle through the 12 training examples: sample i is seeded by example i % 12
+    # contexts cycle through the 12 training examples in an order drawn from the seed
     from synthsteer.data import load_records
+    from synthsteer.randomness import shuffled_cycle
 
-    train = load_records(str(small_jsonl), field="question")
-    assert [r["provenance"]["source_id"] for r in records] == [train[i % 12].id for i in range(10)]
+    train, order = load_records(str(small_jsonl), field="question"), shuffled_cycle(3, 12)
+    assert sorted(order) == list(range(12)) and order != list(range(12))
+    assert [r["provenance"]["source_id"] for r in records] == [train[order[i]].id for i in range(10)]
     assert all(r["provenance"]["mix_id"] in {t.id for t in train} for r in records)
     assert manifest["records"] == 10 and manifest["settings"]["context_mix"] == 0.3
 
@@ -105,8 +107,9 @@ def test_plain_and_cli_generate(lm_dir, prompt_dir, tmp_path, capsys):
 
 
 def test_label_field_copies_the_source_label(lm_dir, tmp_path):
-    rows = [{"id": f"x{i}", "text": f"example number {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}
-            for i in range(6)]
+    # sorted by label, as Jigsaw's train split is: the first records of a run must still sample both
+    rows = [{"id": f"x{i}", "text": f"example number {i} is {'good' if i >= 10 else 'bad'}", "label": int(i >= 10)}
+            for i in range(20)]
     data = tmp_path / "l.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompt = fit_soft_prompt(FitConfig(data=str(data), field="text", out=str(tmp_path / "p"), model=str(lm_dir),
@@ -115,8 +118,9 @@ def test_label_field_copies_the_source_label(lm_dir, tmp_path):
     run = generate(GenerateConfig(out=str(tmp_path / "run"), prompt=str(prompt), n=6, max_new_tokens=4,
                                   label_field="label", device="cpu"), progress=False)
     recs = read_run(run)
-    assert [r["label"] for r in recs] == [i % 2 for i in range(6)]
-    assert [r["provenance"]["source_id"] for r in recs] == [f"x{i}" for i in range(6)]
+    sources = [int(r["provenance"]["source_id"][1:]) for r in recs]
+    assert len(set(sources)) == 6 and [r["label"] for r in recs] == [int(i >= 10) for i in sources]
+    assert {r["label"] for r in recs} == {0, 1}
     with pytest.raises(SynthsteerError, match="--label-field colour: not a field"):
         generate(GenerateConfig(out=str(tmp_path / "run2"), prompt=str(prompt), n=2, label_field="colour",
                                 device="cpu"), progress=False)

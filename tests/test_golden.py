@@ -4,7 +4,9 @@ tests/data/golden holds a small soft prompt, a LoRA expert and one run per metho
 `tiny`, made by tools/make_golden.py. The prompt and expert date from before the architecture
 refactor (issue 8); the runs were rewritten (`--runs-only`) when STEER's negative prompts changed
 by design (issue 10: whole examples only, the cap from the LM's context, a merged LoRA expert):
-plain, hard and softsrv records came out the same bytes as the first golden runs.
+plain, hard and softsrv records came out the same bytes as the first golden runs. The softsrv and
+softsrv-steer runs were rewritten again when contexts began to cycle through the training examples
+in a seeded shuffle instead of file order (issue 13: a sorted file gave a short run one label).
 """
 
 import json

@@ -6,6 +6,7 @@
     SHOTS      the few-shot examples of a hard prompt
     TRAINING   the torch RNG of each training step (LoRA dropout), keyed by step (and rank), so a
                resumed run replays the steps an uninterrupted one takes
+    ORDER      the shuffled order in which records cycle through the training examples
 
 Within a run no two streams share a key. A stream's key is `sample_key(seed + stream, index)`, the
 derivation the first runs were written with (kept so that their records reproduce): stream s of
@@ -29,6 +30,7 @@ class Stream(IntEnum):
     NEGATIVES = 2
     SHOTS = 3
     TRAINING = 4
+    ORDER = 5
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
@@ -54,3 +56,11 @@ def stream_key(seed: int, stream: Stream, index: int) -> int:
 def generator(seed: int, stream: Stream, index: int) -> torch.Generator:
     """A CPU generator for record `index`'s draws in `stream`."""
     return torch.Generator().manual_seed(stream_key(seed, stream, index))
+
+
+def shuffled_cycle(seed: int, n: int) -> list[int]:
+    """The order in which records cycle through `n` examples (record i takes example order[i % n]):
+    a permutation drawn from the seed, so that the first records of a run are a uniform sample of
+    the examples even when the file is sorted (Jigsaw's train split lists every non-toxic comment
+    first), while every example still seeds one record in each n."""
+    return torch.randperm(n, generator=generator(seed, Stream.ORDER, 0)).tolist()

@@ -1,6 +1,7 @@
 """`--method softsrv`: sample from the frozen LM fed a trained soft prompt P(z) as inputs_embeds.
 
-Record i's context z is training example i mod n's (so every example seeds samples), optionally
+Record i's context z is training example order[i mod n]'s, `order` a seeded shuffle (so every
+example seeds samples, and a run shorter than the data still samples all of it), optionally
 made more novel (mixed with another example's, jittered by noise) with randomness from
 (seed, CONTEXT stream, i) alone.
 """
@@ -17,7 +18,7 @@ from ..encoders import encode_cached, load_encoder
 from ..engine import Request
 from ..errors import SynthsteerError
 from ..methods import Method, register
-from ..randomness import Stream, stream_key
+from ..randomness import Stream, shuffled_cycle, stream_key
 
 
 def perturb_context(z: torch.Tensor, contexts: torch.Tensor, key: int, noise: float, mix: float) -> tuple[torch.Tensor, dict]:
@@ -50,22 +51,23 @@ class SoftPromptBranch:
             raise SynthsteerError("--label-field needs a contextual prompt (mp or mc): nsp samples have no source example")
         self.encoder = load_encoder(parts.prompt_meta["encoder"], lm=parts.lm, device=self.device)
         self.contexts = encode_cached(self.encoder, [r.text for r in self.records]).to(self.device)
+        self.order = shuffled_cycle(config.seed, len(self.records))
 
     def settings(self) -> dict:
         c = self.config
         return {"prompt_sha256": sha256_file(Path(c.prompt) / "prompt.safetensors"),
                 "parameterization": self.prompt.config.parameterization, "context_noise": c.context_noise,
-                "context_mix": c.context_mix}
+                "context_mix": c.context_mix, "context_order": "shuffled"}
 
     def contexts_for(self, indices: list[int]) -> tuple[torch.Tensor, list[dict]]:
-        """Record i's context: training example i mod n's, perturbed; zeros for an nsp prompt."""
+        """Record i's context: training example order[i mod n]'s, perturbed; zeros for an nsp prompt."""
         c, p = self.config, self.prompt.config.parameterization
         if not self.prompt.contextual:
             return torch.zeros(len(indices), self.prompt.config.context_dim, device=self.device), \
                 [{"parameterization": p} for _ in indices]
         rows, prov = [], []
         for i in indices:
-            src = i % len(self.records)
+            src = self.order[i % len(self.records)]
             zi, info = perturb_context(self.contexts[src], self.contexts, stream_key(c.seed, Stream.CONTEXT, i),
                                        c.context_noise, c.context_mix)
             if "mix_index" in info:

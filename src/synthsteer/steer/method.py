@@ -21,6 +21,7 @@ from ..engine import Request, Step
 from ..errors import SynthsteerError
 from ..logs import log
 from ..methods import Method, register
+from ..randomness import shuffled_cycle
 from ..softsrv.method import SoftPromptBranch
 from .negatives import NegativePool, negative_prompt
 from .score import BRANCHES, steer_combine
@@ -78,10 +79,12 @@ class Steer(Method):
         else:
             self.soft = SoftPromptBranch(config, parts)
         records = parts.records
-        embeddings = None
+        embeddings, self.anchor = None, None
         if config.negative_draw == "nearest":
             self.encoder = self.soft.encoder if self.soft else load_encoder("minilm", device=self.lm.device)
             embeddings = encode_cached(self.encoder, [r.text for r in records])
+            if not self.soft:  # a hard-prompted record has no example of its own: anchor it on one, in a seeded cycle
+                self.anchor = shuffled_cycle(config.seed, len(records))
         self.pool = NegativePool([r.id for r in records], [r.text for r in records], embeddings)
         if config.negatives > len(records):
             log.warning(f"--negatives {config.negatives} is more than the {len(records)} real examples: each "
@@ -113,6 +116,7 @@ class Steer(Method):
                 "pool_block": c.batch_size, "pool_lag": c.pool_lag, "negative_draw": c.negative_draw,
                 "negative_max_tokens": self.neg_budget, "negative_share": c.negative_share,
                 "expert_merged": self.merged is not None,
+                **({"anchor_order": "shuffled"} if self.anchor else {}),
                 "data": self.parts.spec.as_dict()}
 
     def _prefix(self, role: str, **kw) -> Prefix:
@@ -139,7 +143,7 @@ class Steer(Method):
             if at not in shared:
                 context = None
                 if c.negative_draw == "nearest":
-                    context = z[n] if z is not None else self.pool.embeddings[i % len(self.parts.records)]
+                    context = z[n] if z is not None else self.pool.embeddings[self.anchor[i % len(self.anchor)]]
                 drawn = self.pool.draw(c.negatives, c.seed, at, context)
                 ids, used = negative_prompt(self.lm.tokenizer, [self.pool.texts[j] for j in drawn], c.separator,
                                             self.neg_budget)
