@@ -167,14 +167,16 @@ class Study:
         return out
 
     def evaluate(self, task: Task, sets: dict[str, Path], out: Path, label: bool = False) -> dict:
-        """One report over `sets`; redone when the list of sets changed (an experiment grew)."""
+        """One report over `sets`; redone when the list of sets changed (an experiment grew) or a set was
+        written after the report (a cell rerun)."""
         from synthsteer import EvalConfig, evaluate
 
         names = {k: str(v) for k, v in sets.items()}
         report_path = out / "report.json"
         if report_path.exists():
             report = json.loads(report_path.read_text())
-            if {k: v["source"] for k, v in report["sets"].items()} == names:
+            written = max((p / "manifest.json" if p.is_dir() else p).stat().st_mtime for p in map(Path, names.values()))
+            if {k: v["source"] for k, v in report["sets"].items()} == names and written < report_path.stat().st_mtime:
                 return report
         cfg = EvalConfig(real=task.real, field=task.field, synthetic=tuple(f"{k}={v}" for k, v in names.items()),
                          out=str(out), train=task.data, label_field=task.label_field if label else None,

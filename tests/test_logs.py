@@ -65,3 +65,14 @@ def test_the_python_api_keeps_debug_lines_off_the_terminal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a note for the user" in err and "internal detail" not in err
     assert "internal detail" in (tmp_path / "log.txt").read_text()
+
+
+def test_the_python_api_honours_quiet_and_restores_the_console(tmp_path, capsys):
+    from synthsteer import GenerateConfig, generate
+    from synthsteer.logs import log
+
+    generate(GenerateConfig(model="tiny", method="plain", n=2, max_new_tokens=3, device="cpu", out=str(tmp_path / "q"),
+                            quiet=True))
+    assert capsys.readouterr().err == ""  # no progress, no notes, no weight-loading bars
+    log.info("after the calls")
+    assert "after the calls" in capsys.readouterr().err  # quiet ended with the call that asked for it

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import write_json
+from .logs import console_settings
 from .options import LogOptions, option
 
 
@@ -39,6 +40,7 @@ class DemoConfig(LogOptions):
     device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
 
 
+@console_settings
 def run_demo(config: DemoConfig) -> dict:
     from rich.console import Console
     from rich.table import Table

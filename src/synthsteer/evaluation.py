@@ -16,7 +16,7 @@ import numpy as np
 from ._version import __version__
 from .data import DataSpec, load_records, template_fields
 from .errors import SynthsteerError
-from .logs import log, log_file
+from .logs import console_settings, log, log_file
 from .metrics import SetInputs, compute_metrics, label_agreement, label_classifier, memorization, tstr
 from .options import LogOptions, option, require
 from .runs import checked_records
@@ -195,6 +195,7 @@ def set_metrics(name: str, texts: list[str], feats: np.ndarray, real_texts: list
     return m
 
 
+@console_settings
 def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     """Score every synthetic set of `config` against the real data; write report.json and
     report.html to `config.out` and return the report."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .artifacts import check_out, read_json
 from .errors import SynthsteerError
+from .logs import console_settings
 from .options import LogOptions, option
 
 FORMATS = ("dir", "parquet", "jsonl", "hub")
@@ -150,6 +151,7 @@ def _write_folder(folder: Path, dataset, card, split: str) -> None:
     card.save(str(folder / "README.md"))
 
 
+@console_settings
 def export_runs(config: ExportConfig) -> str:
     """Write the runs' records where `config.to` says; returns where they went."""
     from datasets import Dataset

@@ -15,6 +15,7 @@ from ._version import __version__
 from .artifacts import read_json
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
+from .logs import console_settings
 from .metrics import copy_scores
 from .options import LogOptions, option
 from .runs import RunDir, checked_records
@@ -52,6 +53,7 @@ class FilterConfig(LogOptions):
             raise SynthsteerError("--label-consistent needs --label-field (the label of the records and real rows)")
 
 
+@console_settings
 def filter_run(config: FilterConfig) -> dict:
     """Write the kept records of `config.run` to `config.out`; returns counts of what was dropped."""
     if not config.run:

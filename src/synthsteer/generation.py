@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import SynthsteerError
-from .logs import log
+from .logs import console_settings, log
 from .options import DataOptions, EngineOptions, LMOptions, LogOptions, RunOptions, SamplingConfig, flag, option
 from .prompts import HardPromptOptions
 from .softsrv.config import SoftSRVOptions
@@ -207,6 +207,7 @@ def write_blocks(run, blocks: list[Block], pool, *, uses_pool: bool, lag: int, b
         bar.update(len(records), tok_s=new_tokens / (time.time() - t0))
 
 
+@console_settings
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
     from .artifacts import check_out

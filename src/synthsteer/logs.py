@@ -13,6 +13,7 @@ plain line per tenth of the work with the same figures, so a log stays a few doz
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -75,6 +76,23 @@ def setup(quiet: bool = False, level: str = "info") -> None:
         datasets.disable_progress_bars()
     except ImportError:
         pass
+
+
+def console_settings(fn):
+    """Run an API function with its config's `quiet` and `log_level` on the terminal, as the CLI
+    does (third-party chatter muted too); the console's previous level comes back afterwards, so a
+    script's or a notebook's own settings survive the call."""
+
+    @functools.wraps(fn)
+    def wrapper(config, *args, **kwargs):
+        previous = _console.level
+        setup(config.quiet, config.log_level)
+        try:
+            return fn(config, *args, **kwargs)
+        finally:
+            _console.setLevel(previous)
+
+    return wrapper
 
 
 @contextmanager

@@ -20,13 +20,14 @@ from .._version import __version__
 from ..data import load_records
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
-from ..logs import log_file
+from ..logs import console_settings, log_file
 from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out, split_validation,
                         tokenize_examples, train_loop)
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
 
+@console_settings
 def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
                     lm: LM | None = None) -> Path:
     """Train a soft prompt on `config.data` against the frozen `config.model`; returns the prompt dir.

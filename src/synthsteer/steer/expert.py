@@ -14,7 +14,7 @@ from ..artifacts import read_json, sha256_file, write_json
 from ..data import load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint
-from ..logs import log_file
+from ..logs import console_settings, log_file
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
 from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out, split_validation,
                         tokenize_examples, train_loop)
@@ -23,6 +23,7 @@ from .config import ExpertConfig
 META = "synthsteer_expert.json"
 
 
+@console_settings
 def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
                  lm: LM | None = None) -> Path:
     """LoRA-fine-tune `config.model` on `config.data`; returns the adapter directory.
