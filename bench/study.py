@@ -113,17 +113,18 @@ class Study:
                 t = replace(t, **{attr: str(path)})
         return t
 
-    def timed(self, what: str, done: Path | None, fn):
-        """Run `fn` unless it is done (`done` exists, or else its entry in OUT/times/); the seconds it took
-        go into OUT/times/ (one file per cell, so that experiments can run side by side)."""
-        entry = self.out / "times" / (what.replace("/", "__").replace(" ", "_") + ".json")
-        if (done or entry).exists():
+    def timed(self, what: str, done: bool, fn):
+        """Run `fn` unless the cell is `done`; the seconds it took go into OUT/times/ (one file per cell,
+        so that experiments can run side by side), added to those of earlier calls (a cell that grew)."""
+        if done:
             return
+        entry = self.out / "times" / (what.replace("/", "__").replace(" ", "_") + ".json")
+        before = json.loads(entry.read_text())["seconds"] if entry.exists() else 0.0
         self.say(f"start {what}")
         t0 = time.time()
         fn()
         entry.parent.mkdir(exist_ok=True)
-        write_jsonl(entry, [{"what": what, "seconds": round(time.time() - t0, 1)}])
+        write_jsonl(entry, [{"what": what, "seconds": round(before + time.time() - t0, 1)}])
         self.say(f"done  {what} in {time.time() - t0:.0f} s")
 
     def real_sample(self, task: Task, seed: int, n: int | None = None) -> Path:
@@ -145,7 +146,7 @@ class Study:
         cfg = FitConfig(data=task.data, field=task.field, model=self.model, out=str(out), parameterization=parameterization,
                         num_bases=2, prompt_length=16, steps=s.fit_steps, batch_size=8, max_length=64, lr=3e-3,
                         save_every=20, seed=0, quiet=True)  # every record: their contexts are embedded once
-        self.timed(f"fit {out.relative_to(self.out)}", out / "config.json",
+        self.timed(f"fit {out.relative_to(self.out)}", (out / "config.json").exists(),
                    lambda: fit_soft_prompt(cfg, resume=True, progress=False, lm=self.lm))
         return out
 
@@ -155,7 +156,7 @@ class Study:
         cfg = ExpertConfig(data=task.data, field=task.field, model=self.model, out=str(out), instruction=task.instruction,
                            steps=self.scale.expert_steps, batch_size=8, max_length=64, limit=2000, lr=1e-3,
                            save_every=20, seed=0, quiet=True)
-        self.timed(f"expert {out.relative_to(self.out)}", out / "synthsteer_expert.json",
+        self.timed(f"expert {out.relative_to(self.out)}", (out / "synthsteer_expert.json").exists(),
                    lambda: train_expert(cfg, resume=True, progress=False, lm=self.lm))
         return out
 
@@ -163,7 +164,24 @@ class Study:
         from synthsteer import GenerateConfig, generate
 
         cfg = GenerateConfig(model=self.model, out=str(out), batch_size=64, quiet=True, **kw)
-        self.timed(f"generate {out.relative_to(self.out)}", None, lambda: generate(cfg, progress=False, lm=self.lm))
+        manifest = out / "manifest.json"
+        done = manifest.exists() and json.loads(manifest.read_text())["records"] >= cfg.n  # a larger n resumes the run
+        self.timed(f"generate {out.relative_to(self.out)}", done, lambda: generate(cfg, progress=False, lm=self.lm))
+        return out
+
+    def keep_consistent_labels(self, task: Task, run: Path, out: Path) -> Path:
+        """The records of `run` whose label a classifier trained on the real training data agrees with."""
+        import shutil
+
+        from synthsteer import FilterConfig, filter_run
+
+        cfg = FilterConfig(run=str(run), out=str(out), label_consistent=task.data, label_field=task.label_field,
+                           field=task.field, device="cpu", quiet=True)
+        done = (out / "manifest.json").exists() and \
+            (out / "manifest.json").stat().st_mtime > (run / "manifest.json").stat().st_mtime
+        if not done:
+            shutil.rmtree(out, ignore_errors=True)
+        self.timed(f"filter {out.relative_to(self.out)}", done, lambda: filter_run(cfg))
         return out
 
     def evaluate(self, task: Task, sets: dict[str, Path], out: Path, label: bool = False) -> dict:
@@ -210,19 +228,25 @@ class Study:
         for name in s.tstr_tasks:
             task, root = self.task(name), self.out / "tstr" / name
             prompt = self.fit(task, "mc", root / "prompt-mc")
+            # twice the largest size: `filter --label-consistent` keeps about two thirds
             run = self.generate(root / "softsrv-mc", prompt=str(prompt), data=task.data, field=task.field,
-                                label_field=task.label_field, n=max(s.tstr_sizes) + 16, seed=0,
+                                label_field=task.label_field, n=2 * max(s.tstr_sizes) + 16, seed=0,
                                 max_new_tokens=task.max_new, temperature=1.0, top_p=0.95)
+            kept = self.keep_consistent_labels(task, run, root / "softsrv-mc-labels-kept")
             from synthsteer import read_run
             from synthsteer.data import load_rows
 
-            records = [r for r in read_run(run) if r["text"].strip()]  # an immediate EOS leaves an empty text
+            def rows(run_dir: Path) -> list[dict]:  # an immediate EOS leaves an empty text
+                return [{task.field: r["text"], task.label_field: r[task.label_field]}
+                        for r in read_run(run_dir) if r["text"].strip()]
+
+            generated, filtered = rows(run), rows(kept)
             train = load_rows(task.data)
             random.Random(0).shuffle(train)
             sets = {}
-            for size in s.tstr_sizes:  # the first records of one run, and a seeded sample of the real training data
-                sets[f"softsrv {size}"] = write_jsonl(root / f"softsrv-{size}.jsonl", [
-                    {task.field: r["text"], task.label_field: r.get(task.label_field, r["provenance"].get(task.label_field))} for r in records[:size]])
+            for size in s.tstr_sizes:  # the first records of a run, and a seeded sample of the real training data
+                sets[f"softsrv {size}"] = write_jsonl(root / f"softsrv-{size}.jsonl", generated[:size])
+                sets[f"softsrv {size} labels kept"] = write_jsonl(root / f"softsrv-{size}-kept.jsonl", filtered[:size])
                 sets[f"real {size}"] = write_jsonl(root / f"real-{size}.jsonl", train[:size])
             self.evaluate(task, sets, root / "eval", label=True)
 
@@ -282,8 +306,12 @@ class Study:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Atomically; a file that already holds these rows is left alone (its age tells a report it is current)."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if path.exists() and path.read_text() == text:
+        return path
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp.write_text(text)
     tmp.replace(path)
     return path
 

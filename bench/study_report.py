@@ -81,9 +81,11 @@ def tstr_table(root: Path) -> tuple[dict, str]:
         rows = {name: _row(m) for name, m in report["metrics"].items()}
         out[task_dir.name] = rows
         md += [f"\n### {task_dir.name} (trained on each set, tested on half of the held-out real set)\n",
-               "| training set | TSTR accuracy | macro-F1 | label agreement | MAUVE |", "|---|---|---|---|---|"]
+               "| training set | examples | TSTR accuracy | macro-F1 | label agreement | MAUVE |",
+               "|---|---|---|---|---|---|"]
         for name, r in rows.items():
-            md.append(f"| {name} | {_fmt(r['tstr_acc'])} | {_fmt(r['tstr_f1'])} | {_fmt(r['label_agreement'])} | "
+            n = report["sets"].get(name, {}).get("n", "–")  # "real vs real" is no set of its own
+            md.append(f"| {name} | {n} | {_fmt(r['tstr_acc'])} | {_fmt(r['tstr_f1'])} | {_fmt(r['label_agreement'])} | "
                       f"{_fmt(r['mauve'])} |")
     return out, "\n".join(md)
 
