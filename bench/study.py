@@ -6,7 +6,8 @@ own directory under --out and a rerun skips what is finished, so an interrupted 
   softsrv  the SoftSRV table: zero-/few-shot hard prompts against nsp / mp (k=2) / mc soft prompts on
            GSM8K questions, MBPP problems and BoolQ questions; 3 generation seeds per method.
   tstr     train-on-synthetic/test-on-real on BoolQ (yes/no) and Jigsaw (toxic/non-toxic) at two
-           synthetic sizes, against train-on-real of the same sizes.
+           synthetic sizes, as generated and after `filter --label-consistent`, against
+           train-on-real of the same sizes.
   steer    on CommonsenseQA questions and Jigsaw comments per label: sampling baselines from the
            LoRA expert (temperature 0.7, top-k 10, nucleus 0.92, plain), a few-shot hard prompt, STEER
            at the paper's defaults and a gamma x eta grid.
