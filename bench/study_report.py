@@ -187,6 +187,34 @@ def heatmaps(task: str, grid: dict, gammas: list, etas: list, plots: Path):
     plt.close(fig)
 
 
+def _place_labels(ax, labels: list[tuple[str, tuple[float, float]]], fontsize: int = 7):
+    """Annotate points, each label at the first of a few offsets where it overlaps no label placed
+    before it (points crowd near the real data's corner, where the interesting sets are)."""
+    ax.figure.canvas.draw()  # fixes the axis limits, so data -> pixel transforms are final
+    char_w, line_h = fontsize * 0.6, fontsize * 1.3  # pixels at 72 dpi offsets; close enough to separate boxes
+    offsets = [(dx, dy) for dy in (3, -10, 12, -19, 21, -28) for dx in (3, -3)]
+    placed = []
+
+    def overlap(box):  # area shared with the labels placed so far
+        return sum(max(0, min(box[2], b[2]) - max(box[0], b[0])) * max(0, min(box[3], b[3]) - max(box[1], b[1]))
+                   for b in placed)
+
+    for text, xy in labels:
+        x, y = ax.transData.transform(xy) * 72 / ax.figure.dpi
+        w = len(text) * char_w
+        candidates = []
+        for dx, dy in offsets:
+            x0 = x + dx if dx > 0 else x + dx - w
+            candidates.append((x0, y + dy, x0 + w, y + dy + line_h))
+        # the first free spot, else the least crowded one
+        i = next((i for i, box in enumerate(candidates) if not overlap(box)),
+                 min(range(len(candidates)), key=lambda i: overlap(candidates[i])))
+        (dx, dy), box = offsets[i], candidates[i]
+        placed.append(box)
+        ax.annotate(text, xy, fontsize=fontsize, xytext=(dx, dy), textcoords="offset points",
+                    ha="left" if dx > 0 else "right")
+
+
 def frontier(task: str, rows: dict, plots: Path):
     import matplotlib
 
@@ -194,6 +222,7 @@ def frontier(task: str, rows: dict, plots: Path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    labels = []
     for name, r in rows.items():
         if r["mauve"] is None or r["diversity"] is None:
             continue
@@ -201,16 +230,17 @@ def frontier(task: str, rows: dict, plots: Path):
         style = (dict(marker="o", color="tab:blue", alpha=0.5) if grid and name != "STEER (paper defaults)" else
                  dict(marker="*", color="tab:blue", s=160) if grid else
                  dict(marker="s", color="tab:green", s=60) if name.startswith("softsrv") or "nearest" in name else
-                 dict(marker="^", color="black", s=60) if name == REAL else dict(marker="D", color="tab:red", s=50))
+                 dict(marker="^", color="black", s=60) if name in (REAL, "real train") else dict(marker="D", color="tab:red", s=50))
         ax.scatter(r["diversity"], r["mauve"], zorder=3, **style)
         if r.get("seeds", 1) > 1:
             ax.errorbar(r["diversity"], r["mauve"], xerr=r["diversity_std"], yerr=r["mauve_std"], fmt="none",
                         ecolor=style["color"], alpha=0.6, capsize=2)
-        label = f"g{grid[0]:g} e{grid[1]:g}" if grid and name != "STEER (paper defaults)" else name
-        ax.annotate(label, (r["diversity"], r["mauve"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        labels.append((f"g{grid[0]:g} e{grid[1]:g}" if grid and name != "STEER (paper defaults)" else name,
+                       (r["diversity"], r["mauve"])))
+    _place_labels(ax, labels)
     ax.set_xlabel("diversity (distinct-n product, ↑)")
     ax.set_ylabel("MAUVE vs held-out real (fidelity, ↑)")
-    ax.set_title(f"{task}: diversity vs fidelity (blue STEER grid, red baselines, green ours)", fontsize=10)
+    ax.set_title(f"{task}: diversity vs fidelity (blue STEER grid, red baselines, green ours, black real)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(plots / f"study-{task}-frontier.png", dpi=110)
