@@ -68,11 +68,25 @@ def test_the_python_api_keeps_debug_lines_off_the_terminal(tmp_path, capsys):
 
 
 def test_the_python_api_honours_quiet_and_restores_the_console(tmp_path, capsys):
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
     from synthsteer import GenerateConfig, generate
     from synthsteer.logs import log
 
-    generate(GenerateConfig(model="tiny", method="plain", n=2, max_new_tokens=3, device="cpu", out=str(tmp_path / "q"),
-                            quiet=True))
-    assert capsys.readouterr().err == ""  # no progress, no notes, no weight-loading bars
-    log.info("after the calls")
-    assert "after the calls" in capsys.readouterr().err  # quiet ended with the call that asked for it
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_warning()  # a notebook's own settings
+    hf_logging.enable_progress_bar()
+    showwarning = warnings.showwarning
+    try:
+        generate(GenerateConfig(model="tiny", method="plain", n=2, max_new_tokens=3, device="cpu",
+                                out=str(tmp_path / "q"), quiet=True))
+        assert capsys.readouterr().err == ""  # no progress, no notes, no weight-loading bars
+        log.info("after the call")
+        assert "after the call" in capsys.readouterr().err  # quiet ended with the call that asked for it
+        assert hf_logging.get_verbosity() == hf_logging.WARNING and hf_logging.is_progress_bar_enabled()
+        assert warnings.showwarning is showwarning  # Python warnings reach the notebook again
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()

@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,19 +79,57 @@ def setup(quiet: bool = False, level: str = "info") -> None:
         pass
 
 
+def _outside_state() -> dict:
+    """What `setup` changes outside synthsteer's logger: warnings capture and the verbosity and
+    progress bars of transformers and datasets."""
+    state = {"capturing": getattr(warnings.showwarning, "__module__", None) == "logging"}
+    try:
+        import transformers
+
+        state["transformers"] = (transformers.utils.logging.get_verbosity(),
+                                 transformers.utils.logging.is_progress_bar_enabled())
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        state["datasets"] = (datasets.utils.logging.get_verbosity(), datasets.is_progress_bar_enabled())
+    except ImportError:
+        pass
+    return state
+
+
+def _restore_outside(state: dict) -> None:
+    if not state["capturing"]:
+        logging.captureWarnings(False)
+    if "transformers" in state:
+        from transformers.utils import logging as hf_logging
+
+        level, bars = state["transformers"]
+        hf_logging.set_verbosity(level)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+    if "datasets" in state:
+        import datasets
+
+        level, bars = state["datasets"]
+        datasets.utils.logging.set_verbosity(level)
+        (datasets.enable_progress_bars if bars else datasets.disable_progress_bars)()
+
+
 def console_settings(fn):
     """Run an API function with its config's `quiet` and `log_level` on the terminal, as the CLI
-    does (third-party chatter muted too); the console's previous level comes back afterwards, so a
-    script's or a notebook's own settings survive the call."""
+    does (third-party chatter muted too); everything `setup` changed comes back afterwards, so a
+    script's or a notebook's own settings (its warnings, transformers' bars) survive the call."""
 
     @functools.wraps(fn)
     def wrapper(config, *args, **kwargs):
-        previous = _console.level
+        previous, outside = _console.level, _outside_state()
         setup(config.quiet, config.log_level)
         try:
             return fn(config, *args, **kwargs)
         finally:
             _console.setLevel(previous)
+            _restore_outside(outside)
 
     return wrapper
 
