@@ -191,7 +191,7 @@ def _place_labels(ax, labels: list[tuple[str, tuple[float, float]]], fontsize: i
     """Annotate points, each label at the first of a few offsets where it overlaps no label placed
     before it (points crowd near the real data's corner, where the interesting sets are)."""
     ax.figure.canvas.draw()  # fixes the axis limits, so data -> pixel transforms are final
-    char_w, line_h = fontsize * 0.6, fontsize * 1.3  # pixels at 72 dpi offsets; close enough to separate boxes
+    char_w, line_h = fontsize * 0.6, fontsize * 1.3  # in points, the offsets' unit; close enough to separate boxes
     offsets = [(dx, dy) for dy in (3, -10, 12, -19, 21, -28) for dx in (3, -3)]
     placed = []
 
