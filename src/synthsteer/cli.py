@@ -107,13 +107,10 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
             config = config_cls(**config_kwargs)
             if not hasattr(config, "quiet"):
                 return fn(config, **kwargs)
-            from .logs import setup
+            from .logs import console
 
-            setup(config.quiet, config.log_level)
-            try:
+            with console(config.quiet, config.log_level):  # the whole command, its closing lines included
                 return fn(config, **kwargs)
-            finally:
-                setup()  # the defaults again, for whatever runs next in this process (a notebook, a test)
 
         command.__signature__ = inspect.Signature(params)
         command.__doc__ = fn.__doc__

@@ -116,20 +116,26 @@ def _restore_outside(state: dict) -> None:
         (datasets.enable_progress_bars if bars else datasets.disable_progress_bars)()
 
 
+@contextmanager
+def console(quiet: bool = False, level: str = "info"):
+    """`setup(quiet, level)` within the block; afterwards everything it changed is as it was, so a
+    script's or a notebook's own settings (its warnings, transformers' bars) survive a command."""
+    previous, outside = _console.level, _outside_state()
+    setup(quiet, level)
+    try:
+        yield
+    finally:
+        _console.setLevel(previous)
+        _restore_outside(outside)
+
+
 def console_settings(fn):
-    """Run an API function with its config's `quiet` and `log_level` on the terminal, as the CLI
-    does (third-party chatter muted too); everything `setup` changed comes back afterwards, so a
-    script's or a notebook's own settings (its warnings, transformers' bars) survive the call."""
+    """Run an API function with its config's `quiet` and `log_level` on the terminal, as the CLI does."""
 
     @functools.wraps(fn)
     def wrapper(config, *args, **kwargs):
-        previous, outside = _console.level, _outside_state()
-        setup(config.quiet, config.log_level)
-        try:
+        with console(config.quiet, config.log_level):
             return fn(config, *args, **kwargs)
-        finally:
-            _console.setLevel(previous)
-            _restore_outside(outside)
 
     return wrapper
 
