@@ -162,7 +162,7 @@ def test_overwrite_keeps_the_old_result_until_the_new_one_is_complete(lm_dir, sm
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("mine")
-    with pytest.raises(SynthsteerError, match="not a directory synthsteer wrote; refusing to replace it"):
+    with pytest.raises(SynthsteerError, match="not a prompt directory synthsteer wrote .*; refusing to replace it"):
         fit_soft_prompt(_fit_config(lm_dir, small_jsonl, notes), overwrite=True, progress=False)
     assert (notes / "notes.txt").read_text() == "mine"
 

@@ -5,26 +5,34 @@ Everything is safetensors + JSON: nothing here ever unpickles.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import SynthsteerError
+
 
 def check_out(path, flag: str = "--out") -> None:
     """Refuse an output path that cannot become a directory, before any work is done or any file is
-    written: an existing file, a path under a file, a place this user cannot write (a mkdir probe in
-    the nearest existing parent, removed at once: permission bits alone miss /proc and root)."""
+    written: an existing file, a path under a file, a symlink loop, a place this user cannot write (a
+    mkdir probe in the nearest existing parent, removed at once: permission bits alone miss /proc,
+    read-only mounts and root)."""
     import tempfile
 
-    from .errors import SynthsteerError
-
     p = Path(path).expanduser()
+    try:
+        p.resolve(strict=False)
+    except (RuntimeError, OSError):  # Python raises RuntimeError on a symlink loop
+        raise SynthsteerError(f"{flag} {path}: a symlink loop") from None
+    if p.is_symlink() and not p.exists():
+        raise SynthsteerError(f"{flag} {path}: a symlink to nothing ({os.readlink(p)})")
     if p.exists() and not p.is_dir():
         raise SynthsteerError(f"{flag} {path}: exists and is a file, not a directory")
     parent = p
-    while not parent.exists():
+    while not parent.exists() and not parent.is_symlink():
         parent = parent.parent
     if not parent.is_dir():
         raise SynthsteerError(f"{flag} {path}: {parent} is a file, so nothing can be created under it")
@@ -32,6 +40,221 @@ def check_out(path, flag: str = "--out") -> None:
         os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".synthsteer-probe-"))
     except OSError as e:
         raise SynthsteerError(f"{flag} {path}: cannot create anything in {parent} ({e.strerror})") from None
+
+
+# ---------------------------------------------------------------- whose directory is it?
+#
+# A directory is synthsteer's only when its marker says so, and only for the kind the marker names:
+# a `config.json` or a `manifest.json` proves nothing (a Hugging Face model directory has the
+# first). --overwrite and resume accept a marked directory whose every entry is one its kind
+# writes, and nothing else; a directory written before markers existed is accepted for resume
+# (which only adds) when all of its entries fit the kind, never for replacement (which deletes).
+
+MARKER = ".synthsteer.json"
+COMMON = (MARKER, MARKER + ".tmp", ".lock", "log.txt")
+KINDS: dict[str, tuple[str, ...]] = {  # the top-level entries each kind writes (glob patterns)
+    "prompt": ("config.json", "config.json.tmp", "prompt.safetensors", "prompt.safetensors.tmp", "train_state",
+               "train_state.partial", "train_state.old"),
+    "expert": ("synthsteer_expert.json", "synthsteer_expert.json.tmp", "adapter_model.safetensors",
+               "adapter_config.json", "README.md", "train_state", "train_state.partial", "train_state.old"),
+    "run": ("manifest.json", "manifest.json.tmp", "records-*.jsonl", "rejects-*.jsonl"),
+    "eval": ("report.json", "report.json.tmp", "report.html", "report.html.tmp"),
+    "export": ("README.md", "data"),
+}
+META_FILE = {"prompt": "config.json", "expert": "synthsteer_expert.json", "run": "manifest.json",
+             "eval": "report.json", "export": "README.md"}  # what a legacy (unmarked) directory must hold
+
+
+def marker_kind(path: Path) -> str | None:
+    """The kind `path`'s marker names, or None (no marker, or not one synthsteer wrote)."""
+    try:
+        m = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return m.get("kind") if isinstance(m, dict) and m.get("kind") in KINDS else None
+
+
+def foreign_entries(path: Path, kind: str) -> list[str]:
+    """Top-level entries of `path` that a `kind` directory never holds."""
+    allowed = (*COMMON, *KINDS[kind])
+    return sorted(p.name for p in Path(path).iterdir() if not any(fnmatch.fnmatchcase(p.name, a) for a in allowed))
+
+
+def write_marker(path: Path, kind: str) -> None:
+    from ._version import __version__
+
+    write_json(Path(path) / MARKER, {"kind": kind, "synthsteer_version": __version__, "files": list(KINDS[kind]),
+                                     "note": "written by synthsteer: what it may replace in this directory"})
+
+
+def ownership(path: Path, kind: str) -> str:
+    """'absent', 'empty', 'ours' (marked as `kind`, nothing foreign), 'legacy' (unmarked, but
+    holding only what `kind` writes, its meta file included) or 'foreign'."""
+    path = Path(path)
+    if not path.exists():
+        return "absent"
+    entries = [p.name for p in path.iterdir()]
+    if not entries:
+        return "empty"
+    if foreign_entries(path, kind):
+        return "foreign"
+    if marker_kind(path) == kind:
+        return "ours"
+    if MARKER not in entries and (path / META_FILE[kind]).exists():
+        return "legacy"
+    return "foreign"
+
+
+def refuse_foreign(path: Path, kind: str, flag: str, verb: str) -> None:
+    """Refuse to `verb` a directory that is not a `kind` synthsteer wrote, saying why."""
+    other = marker_kind(path)
+    strays = foreign_entries(path, kind)
+    if other and other != kind:
+        why = f"it is a synthsteer {other} directory, not a {kind} one"
+    elif strays:
+        why = f"it holds {strays[0]!r}, which synthsteer did not write" + (
+            f" (and {len(strays) - 1} more)" if len(strays) > 1 else "")
+    elif ownership(path, kind) == "legacy":
+        why = "written by an older synthsteer, without the marker that proves it; remove it yourself or use " \
+              "another output"
+    else:
+        why = "synthsteer's marker is missing"
+    raise SynthsteerError(f"{flag} {path}: not a {kind} directory synthsteer wrote ({why}); refusing to {verb} it")
+
+
+def check_disjoint(out: Path, inputs, flag: str = "--out") -> None:
+    """Refuse an output that is, contains or sits inside one of the command's inputs (symlinks
+    resolved first): writing there could overwrite or delete what the command reads."""
+    import glob
+
+    target = Path(out).expanduser().resolve()
+    paths = []
+    for item in inputs:
+        if item:
+            item = str(item)
+            paths += [(item, Path(p)) for p in glob.glob(item)] if glob.has_magic(item) else [(item, Path(item))]
+    for item, src in paths:
+        try:
+            src = src.expanduser()
+            if not src.exists():
+                continue
+            src = src.resolve()
+        except (OSError, RuntimeError):  # a name too long, ~nosuchuser, a loop: not a path this could write into
+            continue
+        if target == src:
+            raise SynthsteerError(f"{flag} {out}: is the input {item}; write somewhere else")
+        if src in target.parents:
+            raise SynthsteerError(f"{flag} {out}: lies inside the input {item}; write somewhere else")
+        if target in src.parents:
+            raise SynthsteerError(f"{flag} {out}: contains the input {item}; write somewhere else")
+
+
+def lock(path: Path, flag: str = "--out", what: str = "output"):
+    """An exclusive lock on a directory synthsteer writes, so that two processes never write one
+    output; released when the returned file is closed or the process dies (kill -9 included)."""
+    import fcntl
+
+    f = open(Path(path) / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SynthsteerError(f"{flag} {path}: another process is writing this {what} right now; wait for it, "
+                              f"or use another {flag}") from None
+    return f
+
+
+class Claim:
+    """An output directory of `kind` that this command writes: checked, then created, marked and
+    locked on `open()`, released on `close()`. A command that fails before writing anything of its
+    own leaves no trace: what `open()` added (the directory, its marker, its lock) is taken back.
+
+    Args:
+        path: the directory.
+        kind: what it holds (a key of KINDS).
+        flag: the flag that named it, for errors.
+        inputs: paths the command reads; the output may not be, contain or sit inside any of them.
+        existing: what an existing, non-empty directory may be: "ours" (marked, or legacy with
+            `legacy_ok`), or "refuse".
+        verb: what the command would do to an existing directory, for errors.
+    """
+
+    def __init__(self, path, kind: str, *, flag: str = "--out", inputs=(), existing: str = "ours",
+                 verb: str = "write into", legacy_ok: bool = True):
+        self.path, self.kind, self.flag = Path(path), kind, flag
+        check_out(self.path, flag)
+        check_disjoint(self.path, inputs, flag)
+        self.state = ownership(self.path, kind)
+        if self.state == "foreign" or (self.state == "legacy" and not legacy_ok):
+            refuse_foreign(self.path, kind, flag, verb)
+        if self.state in ("ours", "legacy") and existing == "refuse":
+            raise SynthsteerError(f"{flag} {self.path}: already exists")
+        self._lock = None
+        self._added: list[Path] = []
+
+    def open(self) -> Claim:
+        if self._lock is not None:
+            return self
+        self._before = {p.name for p in self.path.iterdir()} if self.path.exists() else set()
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+            self._added.append(self.path)
+        if not (self.path / ".lock").exists():
+            self._added.append(self.path / ".lock")
+        self._lock = lock(self.path, self.flag, self.kind)
+        if marker_kind(self.path) != self.kind:
+            self._added.append(self.path / MARKER)
+            write_marker(self.path, self.kind)
+        return self
+
+    def close(self, failed: bool = False) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if failed:
+            self.rollback()
+
+    def rollback(self) -> None:
+        """Take back what `open()` added, when the directory holds nothing else that is new."""
+        if not self._added:
+            return
+        created_dir = self._added[0] == self.path
+        ours = {p.name for p in self._added if p != self.path}
+        if created_dir:
+            if all(p.name in (*ours, "log.txt") for p in self.path.iterdir()):
+                shutil.rmtree(self.path, ignore_errors=True)
+        elif all(p.name in ours or p.name in self._before for p in self.path.iterdir()):
+            for p in self._added:
+                if p != self.path:
+                    p.unlink(missing_ok=True)
+        self._added = []
+
+    def __enter__(self) -> Claim:
+        return self.open()
+
+    def __exit__(self, kind, value, tb) -> None:
+        # a refusal or a full disk takes back what open() added; an interrupted run keeps its log
+        self.close(failed=isinstance(value, (SynthsteerError, OSError)))
+
+
+def scratch_dir(path: Path, kind: str, flag: str = "--out") -> Path:
+    """A fresh, marked directory at `path` beside an output (the `.new`/`.partial` a replacement is
+    built in): an earlier one synthsteer left behind is removed first, anything else is refused."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink() or marker_kind(path) != kind:
+            raise SynthsteerError(f"{flag}: {path} is in the way and synthsteer did not write it; move it away")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    write_marker(path, kind)
+    return path
+
+
+def remove_ours(path: Path, kind: str) -> None:
+    """Delete a directory only when its marker says synthsteer wrote it as `kind`."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and marker_kind(path) == kind:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -51,13 +274,13 @@ def read_json(path: Path):
         return json.load(f)
 
 
-def restore_interrupted(path: Path, marker: str) -> None:
+def restore_interrupted(path: Path, meta: str, kind: str | None = None) -> None:
     """Undo a swap that a kill cut in two: `path` already moved aside to `.old`, its replacement not
-    yet moved in. The old version is whole, so it comes back (when it holds `marker`, the file
-    that says synthsteer wrote it)."""
+    yet moved in. The old version is whole, so it comes back (when it holds `meta`, and, for a
+    top-level output, the marker of `kind`: a user's own `NAME.old` is never moved)."""
     path = Path(path)
     old = path.with_name(path.name + ".old")
-    if not path.exists() and (old / marker).exists():
+    if not path.exists() and (old / meta).exists() and (kind is None or marker_kind(old) == kind):
         os.replace(old, path)
 
 
@@ -89,3 +312,67 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- reading artifacts back
+
+
+def read_meta(path: Path, where: str) -> dict:
+    """A JSON object an artifact records (config.json, a manifest, a report), or one line saying why not."""
+    try:
+        meta = read_json(path)
+    except FileNotFoundError:
+        raise SynthsteerError(f"{where}: {Path(path).name} is missing") from None
+    except (OSError, ValueError, RecursionError):  # ValueError: JSON, UTF-8, ints beyond the digit limit
+        raise SynthsteerError(f"{where}: {Path(path).name} is not valid JSON (torn or edited)") from None
+    if not isinstance(meta, dict):
+        raise SynthsteerError(f"{where}: {Path(path).name} must be a JSON object, not a {type(meta).__name__}")
+    return meta
+
+
+def need(meta: dict, key: str, kinds, where: str, *, optional: bool = False, ge: int | None = None,
+         le: int | None = None, prefix: str = ""):
+    """meta[key] checked: present (unless `optional`), of one of `kinds` (bool is never an int here),
+    and within [ge, le]; one line naming the file's field otherwise."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if key not in meta or meta[key] is None:
+        if optional:
+            return None
+        raise SynthsteerError(f"{where} lacks {prefix + key!r}")
+    value = meta[key]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join({dict: "an object", list: "a list", str: "a string", int: "an integer",
+                             float: "a number", bool: "true/false"}[k] for k in kinds)
+        raise SynthsteerError(f"{where}: {prefix + key!r} must be {names}, not {type(value).__name__}")
+    if ge is not None and value < ge or le is not None and value > le:
+        raise SynthsteerError(f"{where}: {prefix + key!r} is {value}, outside [{ge}, {le}]")
+    return value
+
+
+def check_weights_sha(folder: Path, weights: Path, recorded, where: str) -> str:
+    """The weights' sha256, which must match the one the artifact records. An artifact without one is
+    refused, unless it predates synthsteer's markers (then one warning says how to re-stamp it)."""
+    from .logs import log
+
+    actual = sha256_file(weights)
+    if not isinstance(recorded, str) or not recorded:
+        if (Path(folder) / MARKER).exists():
+            raise SynthsteerError(f"{where}: records no sha256 of {weights.name}, so its weights cannot be trusted; "
+                                  f"if you trust them, re-stamp it: synthsteer stamp {folder}")
+        log.warning(f"{where}: written by an older synthsteer without a sha256 of {weights.name}; if you trust it, "
+                    f"re-stamp it: synthsteer stamp {folder}")
+    elif actual != recorded:
+        raise SynthsteerError(f"{where}: {weights.name} does not match the sha256 it records (torn or edited)")
+    return actual
+
+
+def tensor_shapes(path: Path, where: str) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a safetensors file's tensors, from its header alone (nothing allocated)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error type, and OSError for short files
+        raise SynthsteerError(f"{where}: {Path(path).name} is not a readable safetensors file "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None

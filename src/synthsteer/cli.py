@@ -9,6 +9,7 @@ values for any flag; flags given on the command line win. User errors print one 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import sys
 import typing
@@ -44,7 +45,10 @@ def _default(f: dataclasses.Field):
 
 
 def _load_yaml_defaults(ctx: typer.Context, param, value: Optional[Path]):
-    """Eager --config: its keys become the defaults of the command's other flags."""
+    """Eager --config: its keys become the defaults of the command's other flags.
+
+    Each value is checked here, by the flag's own conversion: a bad one found later by click would be
+    a usage box that does not name the file."""
     if value is None:
         return value
     import yaml
@@ -53,19 +57,43 @@ def _load_yaml_defaults(ctx: typer.Context, param, value: Optional[Path]):
         data = yaml.safe_load(Path(value).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise SynthsteerError(f"--config {value}: no such file") from None
+    except IsADirectoryError:
+        raise SynthsteerError(f"--config {value}: is a directory, not a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise SynthsteerError(f"--config {value}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                              f"{e.start})") from None
+    except OSError as e:
+        raise SynthsteerError(f"--config {value}: cannot read it ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{value}:{mark.line + 1}" if mark else str(value)
         raise SynthsteerError(f"--config {where}: malformed YAML") from None
     if not isinstance(data, dict):
         raise SynthsteerError(f"--config {value}: expected a mapping of flag names to values")
-    known = {p.name for p in ctx.command.params} - {"config_file"}
+    params = {p.name: p for p in ctx.command.params if p.name != "config_file"}
     defaults = {}
     for key, v in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
+        if not isinstance(key, str):  # `1: x`, `null: x`, and YAML 1.1's `on: x` (a bool)
+            raise SynthsteerError(f"--config {value}: setting names are strings, not {key!r}")
+        p = params.get(key.replace("-", "_"))
+        if p is None:
             raise SynthsteerError(f"--config {value}: unknown setting {key!r}")
-        defaults[name] = v
+        many = getattr(p, "multiple", False) or p.nargs != 1
+        if many and v is not None and not isinstance(v, (list, dict)):
+            v = [v]  # `synthetic: run1` is one set, as `--synthetic run1` is
+        inside = many and isinstance(v, list)
+        for item in v if inside else [v]:
+            if isinstance(item, (dict, list)):  # would reach the flag as the text "{'a': 1}"
+                what = ("a mapping" if isinstance(item, dict) else "a list") + (" inside the list" if inside else "")
+                raise SynthsteerError(f"--config {value}: {key}: expected {'values' if many else 'one value'}, "
+                                      f"got {what}")
+        runtime = getattr(p, "get_runtime_param", None)  # typer's conversion of the flag (absent in older typer)
+        if runtime is not None and v is not None:
+            try:
+                runtime().coerce(v, param=p, ctx=ctx)
+            except typer.BadParameter as e:
+                raise SynthsteerError(f"--config {value}: {key}: {e.message}") from None
+        defaults[p.name] = v
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -236,6 +264,19 @@ def export_command(config: ExportConfig):
     typer.echo(f"exported {', '.join(config.runs)} to {where}")
 
 
+from .stamp import StampConfig  # noqa: E402
+
+
+@app.command()
+@_config_command(StampConfig, positional=("path",))
+def stamp(config: StampConfig):
+    """Vouch for a prompt, expert or run written by an older synthsteer: add its marker and missing hashes."""
+    from .stamp import stamp as run_stamp
+
+    added = run_stamp(config)
+    typer.echo(f"stamped {config.path}: added {', '.join(added)}" if added else f"{config.path}: nothing to stamp")
+
+
 @app.command()
 @_config_command(DemoConfig)
 def demo(config: DemoConfig):
@@ -243,6 +284,10 @@ def demo(config: DemoConfig):
     from .demo import run_demo
 
     run_demo(config)
+
+
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+               errno.EROFS: "the file system is read-only"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,6 +302,14 @@ def run(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
         if _state["debug"]:
             raise
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if _state["debug"] or e.errno not in DISK_ERRORS:
+            raise
+        # atomic writes (a temporary file renamed into place) mean the previous state is still whole
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{DISK_ERRORS[e.errno]}; nothing was half-written, the previous state is kept",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

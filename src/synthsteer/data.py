@@ -20,7 +20,11 @@ import io
 import json
 import lzma
 import math
+import re
+import stat
 import string
+import sys
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,10 @@ class DataSpec:
             raise SynthsteerError(f"--subset {self.subset}: only hub datasets have subsets; --data {self.source} is not one")
         if self.field and self.template:
             raise SynthsteerError("--field and --template exclude each other: give one")
+        _check_split(self.source, self.split)
+        for flag_name, value in (("--field", self.field), ("--template", self.template)):
+            if value and _SURROGATE.search(value):  # argv bytes that are not UTF-8 arrive as lone surrogates
+                raise SynthsteerError(f"{flag_name} {value!r}: holds bytes that are not UTF-8")
         if self.template is not None:
             template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
 
@@ -111,7 +119,13 @@ class DataSpec:
 # ---------------------------------------------------------------- reading raw rows
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _decode(raw: bytes, path: Path) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # never valid UTF-8: Excel's and Notepad's "Unicode" text
+        raise SynthsteerError(f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -123,49 +137,167 @@ def _decode(raw: bytes, path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object hook: a key given twice would otherwise keep its last value without a word."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _DuplicateKey(next(k for i, k in enumerate(keys) if k in keys[:i]))
+    return row
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)  # built once: json.loads(s, hook) builds one per call
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into JSON text that is valid UTF-8
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _line_of(text: str, pattern: str) -> int:
+    """The line of the first match of `pattern` outside JSON strings (1 when none)."""
+    for m in re.finditer(f"{_JSON_STRING}|({pattern})", text):
+        if m.group(1):
+            return text.count("\n", 0, m.start()) + 1
+    return 1
+
+
+def _deepest_line(text: str) -> int:
+    """The line where JSON text first reaches its deepest nesting."""
+    depth = deepest = where = 0
+    for m in re.finditer(rf"{_JSON_STRING}|[\[{{\]}}]", text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, m.start()
+        elif c in "]}":
+            depth -= 1
+    return text.count("\n", 0, where) + 1
+
+
+def _parse_json(text: str, path: Path, lineno: int | None = None, what: str = "JSON"):
+    """One JSON document, every failure a FILE:LINE error; `lineno`: the line of a .jsonl file `text` is
+    (None: `text` is a whole .json file)."""
+    at = lambda line: f"{path}:{line if lineno is None else lineno}"
+    try:
+        return _JSON.decode(text)
+    except json.JSONDecodeError as e:
+        raise SynthsteerError(f"{at(e.lineno)}: malformed {what} ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise SynthsteerError(f"{at(_deepest_line(text))}: JSON nested too deeply") from None
+    except ValueError:  # int() refuses integers longer than this (a guard against quadratic parsing)
+        digits = sys.get_int_max_str_digits()
+        line = _line_of(text, rf"-?[0-9]{{{digits + 1},}}(?![.eE0-9])")
+        raise SynthsteerError(f"{at(line)}: a number with more than {digits} digits") from None
+    except _DuplicateKey as e:
+        where = path if lineno is None else at(lineno)  # json does not say where in a whole file
+        raise SynthsteerError(f"{where}: key {e.args[0]!r} appears twice in one object") from None
+
+
+def _lone_surrogate(row: dict) -> str | None:
+    """The field of `row` whose text (or nested text, or key) holds a lone surrogate, else None.
+    JSON can spell one (an unpaired \\ud800 escape); no UTF-8 text can hold it, so hashing, tokenizing or
+    writing it would fail later."""
+    for key, value in row.items():
+        stack = [key, value]
+        while stack:  # not recursive: the nesting may be as deep as json allows
+            v = stack.pop()
+            if isinstance(v, str):
+                if _SURROGATE.search(v):
+                    return key
+            elif isinstance(v, dict):
+                stack += [*v, *v.values()]
+            elif isinstance(v, list):
+                stack += v
+    return None
+
+
+def _surrogate_error(where: str, field_name: str) -> SynthsteerError:
+    return SynthsteerError(f"{where}: field {field_name!r} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                           "escape), which is not text")
+
+
 def _read_jsonl(raw: bytes, path: Path, limit: int | None = None) -> list[dict]:
     rows = []
     for lineno, line in enumerate(_decode(raw, path).split("\n"), 1):  # not splitlines: U+2028 is valid inside JSON strings
         if limit is not None and len(rows) >= limit:
             break
+        line = line.removeprefix("\ufeff")  # files joined with `cat` keep each one's byte-order mark
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SynthsteerError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        row = _parse_json(line, path, lineno, "JSON line")
         if not isinstance(row, dict):
-            raise SynthsteerError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            raise SynthsteerError(f"{path}:{lineno}: expected a JSON object, got {_json_kind(row)}")
+        if _SURROGATE_ESCAPE.search(line) and (bad := _lone_surrogate(row)) is not None:
+            raise _surrogate_error(f"{path}:{lineno}", bad)
         rows.append(row)
     return rows
 
 
 def _read_json(raw: bytes, path: Path, limit: int | None = None) -> list[dict]:
-    try:
-        rows = json.loads(_decode(raw, path))
-    except json.JSONDecodeError as e:
-        raise SynthsteerError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-    if isinstance(rows, dict):  # {"data": [...]} and similar single-key wrappers
-        lists = [v for v in rows.values() if isinstance(v, list)]
-        rows = lists[0] if len(lists) == 1 else rows
+    text = _decode(raw, path)
+    rows, key = _parse_json(text, path), None
+    if isinstance(rows, dict):  # {"data": [...]}, {"version": 1, "data": [...]} and similar wrappers
+        lists = [k for k, v in rows.items() if isinstance(v, list)]
+        if len(lists) == 1:
+            key, rows = lists[0], rows[lists[0]]
     if not isinstance(rows, list):
-        raise SynthsteerError(f"{path}: expected a JSON list of objects")
+        raise SynthsteerError(f"{path}: expected a JSON list of objects, got {_json_kind(rows)}")
+    of = f" of {key!r}" if key else ""
+    check_surrogates = _SURROGATE_ESCAPE.search(text) is not None
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise SynthsteerError(f"{path}: item {i} is a {type(row).__name__}, expected an object")
+            raise SynthsteerError(f"{path}: item {i}{of} is {_json_kind(row)}, expected an object")
+        if check_surrogates and (bad := _lone_surrogate(row)) is not None:
+            raise _surrogate_error(f"{path}: item {i}{of}", bad)
     return rows[:limit]
 
 
+CSV_FIELD_LIMIT = 256 << 20  # csv's default, 128 KiB, is shorter than real passages; this still bounds a runaway quote
+
+
 def _read_csv(raw: bytes, path: Path, limit: int | None = None) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(_decode(raw, path), newline=""))
-    rows = []
-    for row in reader:
-        if limit is not None and len(rows) >= limit:
-            break
-        if None in row:  # more cells than header columns
-            raise SynthsteerError(f"{path}:{reader.line_num}: row has more cells than the header has columns")
-        rows.append(dict(row))
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    # strict: a quote never closed is an error, not a cell that swallows the rest of the file
+    reader = csv.reader(io.StringIO(_decode(raw, path), newline=""), strict=True)
+    header, rows, start = None, [], 1  # start: the line the record being read begins on
+    try:
+        for cells in reader:
+            at, start = f"{path}:{start}", reader.line_num + 1
+            if not cells:
+                continue  # a blank line, skipped as csv.DictReader does
+            if header is None:
+                header = cells
+                named = [c for c in cells if c]  # unnamed ('') columns, e.g. Excel's trailing ones, cannot be asked for
+                if len(set(named)) != len(named):
+                    twice = next(c for i, c in enumerate(named) if c in named[:i])
+                    raise SynthsteerError(f"{at}: column {twice!r} appears twice in the header")
+                continue
+            if limit is not None and len(rows) >= limit:
+                break
+            if len(cells) != len(header):
+                more = "more" if len(cells) > len(header) else "fewer"
+                raise SynthsteerError(f"{at}: row has {more} cells than the header has columns")
+            rows.append(dict(zip(header, cells)))
+    except csv.Error as e:
+        why = "a quote in the row starting here is never closed" if "unexpected end of data" in str(e) else str(e)
+        raise SynthsteerError(f"{path}:{start}: malformed CSV ({why})") from None
     return _typed_columns(rows)
+
+
+# the shapes pandas reads as numbers; int() and float() also take "1_000", "٣" and "infinity"
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
+_FLOAT = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 
 
 def _typed_columns(rows: list[dict]) -> list[dict]:
@@ -173,10 +305,12 @@ def _typed_columns(rows: list[dict]) -> list[dict]:
     one, as `datasets` and pandas would read it (labels 0/1 stay labels, not strings)."""
     for column in (rows[0] if rows else {}):
         cells = [row[column] for row in rows if row[column] != ""]
-        for kind in (int, float):
+        for kind, shape in ((int, _INT), (float, _FLOAT)):
+            if not all(shape.fullmatch(c) for c in cells):
+                continue
             try:
                 values = [kind(c) for c in cells]
-            except ValueError:
+            except ValueError:  # an integer longer than int() takes (sys.get_int_max_str_digits): text
                 continue
             if kind is float and not all(math.isfinite(v) for v in values):
                 break  # "nan"/"inf" words are text here
@@ -189,17 +323,26 @@ def _typed_columns(rows: list[dict]) -> list[dict]:
 def _read_parquet(path: Path, limit: int | None = None) -> list[dict]:
     import pyarrow.parquet as pq
 
+    unreadable = lambda e: SynthsteerError(f"{path}: not a readable parquet file ({_first_line(e)})")
+    try:  # pyarrow raises several types for corrupt files
+        parquet = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001
+        raise unreadable(e) from None
+    names = parquet.schema_arrow.names
+    if len(set(names)) != len(names):  # to_pylist would keep the last column of a name
+        twice = next(c for i, c in enumerate(names) if c in names[:i])
+        raise SynthsteerError(f"{path}: column {twice!r} appears twice")
     try:
         if limit is None:
-            return pq.read_table(path).to_pylist()
+            return parquet.read().to_pylist()
         rows = []
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=min(limit, 65536)):
+        for batch in parquet.iter_batches(batch_size=min(limit, 65536)):
             rows += batch.to_pylist()
             if len(rows) >= limit:
                 break
         return rows[:limit]
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise SynthsteerError(f"{path}: not a readable parquet file ({e})") from None
+    except Exception as e:  # noqa: BLE001
+        raise unreadable(e) from None
 
 
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}
@@ -214,10 +357,51 @@ def _kind(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def _path(source: str) -> Path:
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:  # ~someone, and no such user
+        raise SynthsteerError(f"{source}: cannot expand {source.split('/')[0]} (no such user)") from None
+
+
+def _what(path: Path) -> str | None:
+    """'dir', 'file', 'other' (a pipe or a device) or None when nothing is there."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name
+        return None
+    except OSError as e:  # a name too long, a loop of links, a parent we may not enter
+        raise SynthsteerError(f"{path}: cannot look at it ({e.strerror or e})") from None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
 def _is_local(source: str) -> bool:
-    path = Path(source).expanduser()
-    return (path.exists() or glob.has_magic(source) or source.startswith((".", "/", "~"))
+    path = _path(source)
+    return (_what(path) is not None or glob.has_magic(source) or source.startswith((".", "/", "~"))
             or _kind(path) in (*READERS, ".parquet"))
+
+
+def is_plain_file(source: str) -> bool:
+    """Whether a source is a file or a glob of files (not builtin, a datasets directory or a hub name)."""
+    if source.startswith("builtin:"):
+        return False
+    path = _path(source)
+    what = _what(path)
+    return what in ("file", "other") or (what is None and (glob.has_magic(source) or _kind(path) in (*READERS, ".parquet")))
+
+
+def _check_split(source: str, split: str | None) -> None:
+    """Refuse a --split that would be ignored (a file has no splits) or that contradicts builtin:NAME/SPLIT."""
+    if not split:
+        return
+    if source.startswith("builtin:"):
+        named = source.partition("/")[2]
+        if named and named != split:
+            raise SynthsteerError(f"--split {split} contradicts --data {source}")
+        return
+    if is_plain_file(source):
+        raise SynthsteerError(f"--split {split}: only builtin, datasets-directory and hub sources have splits; "
+                              f"--data {source} is a file")
 
 
 def _read_file(path: Path, limit: int | None) -> list[dict]:
@@ -228,16 +412,20 @@ def _read_file(path: Path, limit: int | None) -> list[dict]:
                                   "so decompress it (or write it with compression='zstd')")
         return _read_parquet(path, limit)
     if kind not in READERS:
-        raise SynthsteerError(f"{path}: unknown file type {kind or path.suffix!r}; use .jsonl, .json, .csv or .parquet "
-                              "(optionally .gz, .bz2 or .xz)")
+        what = f"unknown file type {kind!r}" if kind else "no file type suffix"
+        raise SynthsteerError(f"{path}: {what}; use .jsonl, .json, .csv or .parquet (optionally .gz, .bz2 or .xz)")
     try:
         if opener is None:
             raw = path.read_bytes()
         else:
             with opener(path, "rb") as f:
                 raw = f.read()
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except (EOFError, lzma.LZMAError, zlib.error) as e:
         raise SynthsteerError(f"{path}: could not decompress ({e})") from None
+    except OSError as e:
+        if e.errno is None:  # gzip and bz2 report a corrupt stream as an OSError without an errno
+            raise SynthsteerError(f"{path}: could not decompress ({e})") from None
+        raise SynthsteerError(f"{path}: cannot read it ({e.strerror})") from None
     return READERS[kind](raw, path, limit)
 
 
@@ -246,18 +434,31 @@ def _read_datasets_dir(path: Path, split: str | None, limit: int | None = None) 
 
     if not any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
         raise SynthsteerError(f"{path}: a directory, but not a dataset written by `datasets` (save_to_disk)")
-    ds = datasets.load_from_disk(str(path))
+    unreadable = lambda e: SynthsteerError(f"{path}: not a readable datasets directory ({_first_line(e)})")
+    try:  # metadata that is not JSON or names missing .arrow files fails in many ways, deep inside `datasets`
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise unreadable(e) from None
     if isinstance(ds, datasets.DatasetDict):
+        if not ds:
+            raise SynthsteerError(f"{path}: the dataset is empty (a DatasetDict without splits)")
         split = split or ("train" if "train" in ds else next(iter(ds)))
         if split not in ds:
             raise SynthsteerError(f"{path}: no split {split!r}; splits: {', '.join(ds)}")
         ds = ds[split]
-    return (ds.select(range(min(limit, len(ds)))) if limit is not None else ds).to_list()
+    elif split and split != str(ds.split or ""):  # one Dataset has no splits to choose from: not silently ignored
+        what = f"one dataset (split {ds.split})" if ds.split else "one dataset, not a DatasetDict of splits"
+        raise SynthsteerError(f"--split {split}: {path} holds {what}")
+    try:  # a truncated .arrow file is only read here
+        return (ds.select(range(min(limit, len(ds)))) if limit is not None else ds).to_list()
+    except Exception as e:  # noqa: BLE001
+        raise unreadable(e) from None
 
 
 def _read_builtin(name: str, split: str | None, limit: int | None = None) -> list[dict]:
     if "/" in name:
-        name, split = name.split("/", 1)
+        name, named = name.split("/", 1)
+        split = named or split  # builtin:gsm8k/ names no split
     if name not in BUILTIN:
         raise SynthsteerError(f"builtin:{name}: no such bundled dataset; bundled: {', '.join(BUILTIN)}")
     info = BUILTIN[name]
@@ -276,11 +477,10 @@ def _read_hub(name: str, split: str | None, subset: str | None, limit: int | Non
         split = f"{split}[:{limit}]"  # `datasets` slices before anything becomes Python objects
     try:
         ds = datasets.load_dataset(name, subset, split=split)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # noqa: BLE001  (no network, no such repo, a bad script: many types)
         raise SynthsteerError(
             f"{name}{f' (subset {subset})' if subset else ''}: no such file, and loading it as a hub dataset "
-            f"failed ({first})"
+            f"failed ({_first_line(e)})"
         ) from None
     return ds.to_list()
 
@@ -288,14 +488,18 @@ def _read_hub(name: str, split: str | None, subset: str | None, limit: int | Non
 def load_rows(source: str, split: str | None = None, *, subset: str | None = None,
               limit: int | None = None) -> list[dict]:
     """Raw rows (dicts) of a source, before any text is made from them; at most `limit`."""
+    _check_split(source, split)  # DataSpec checks it too; load_rows is also called without one
     if source.startswith("builtin:"):
         rows = _read_builtin(source[len("builtin:"):], split, limit)
     else:
-        path = Path(source).expanduser()
-        if path.is_dir():
+        path = _path(source)
+        what = _what(path)
+        if what == "dir":
             rows = _read_datasets_dir(path, split, limit)
-        elif path.is_file():
+        elif what == "file":
             rows = _read_file(path, limit)
+        elif what == "other":  # reading a pipe would wait for a writer, perhaps forever
+            raise SynthsteerError(f"{source}: not a regular file (a pipe or a device); save the data to a file")
         elif glob.has_magic(source):
             files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
             if not files:
@@ -335,6 +539,8 @@ def template_fields(template: str) -> list[str]:
                                   "indexes)")
         if spec and "{" in spec:
             raise SynthsteerError(f"--template {template!r}: nested fields in a format spec are not allowed")
+        if spec and re.search("[0-9]{5,}", spec):  # {question:>999999999} would pad every record to a gigabyte
+            raise SynthsteerError(f"--template {template!r}: {{{name}:{spec}}} asks for a width or precision over 9999")
         names.append(name)
     if not names:
         raise SynthsteerError(f"--template {template!r}: names no field (use {{field}})")
@@ -430,3 +636,13 @@ def builtin_table() -> list[dict]:
                         "label": info.label_field or "", "license": info.license,
                         "description": info.description})
     return out
+
+
+def records_digest(records: list[Record]) -> str:
+    """A hash of records' ids and texts: a resumed run continues only on the data it began with."""
+    h = hashlib.sha256()
+    for r in records:
+        for part in (r.id, r.text):
+            b = part.encode("utf-8", "surrogatepass")
+            h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()

@@ -17,7 +17,7 @@ from ._version import __version__
 from .data import DataSpec, load_records, template_fields
 from .errors import SynthsteerError
 from .logs import console_settings, log, log_file
-from .metrics import SetInputs, compute_metrics, label_agreement, label_classifier, memorization, tstr
+from .metrics import MIN_SAMPLES, SetInputs, compute_metrics, label_agreement, label_classifier, label_values, memorization, tstr
 from .options import LogOptions, option, require
 from .runs import checked_records
 
@@ -49,13 +49,17 @@ class EvalConfig(LogOptions):
     mauve_seeds: tuple[int, ...] = option((0, 1, 2), "k-means seeds for MAUVE (repeat; at least 3 recommended).")
     max_samples: int = option(0, "Use at most this many samples per set (seeded subsample; 0 = all).", ge=0)
     knn_k: int = option(3, "k of the k-NN precision/recall balls.", count=True)
-    seed: int = option(0, "Seed of subsampling and the classifiers.")
+    seed: int = option(0, "Seed of subsampling and the classifiers (0 .. 2**32-1: scikit-learn's bound).", ge=0,
+                       le=2**32 - 1)
     device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
 
     def __post_init__(self):
         if isinstance(self.synthetic, str):  # one set given as a string, not a tuple of its characters
             object.__setattr__(self, "synthetic", (self.synthetic,))
         super().__post_init__()
+        for s in self.mauve_seeds:
+            if not 0 <= s < 2**32:  # k-means (scikit-learn) takes 32-bit seeds
+                raise SynthsteerError(f"--mauve-seeds {s}: must be in [0, 2**32-1]")
         require(self, "real", "the real held-out data to compare with (a data file, datasets directory, hub "
                               "dataset or builtin:NAME/SPLIT)")
 
@@ -87,8 +91,12 @@ def _with_recorded_text(config: EvalConfig) -> EvalConfig:
 
     for item in config.synthetic:
         manifest = Path(_split_name(item)[1]) / "manifest.json"
-        data = read_json(manifest).get("settings", {}).get("data") if manifest.exists() else None
-        if not data or not (data.get("field") or data.get("template")):
+        try:
+            settings = read_json(manifest).get("settings", {}) if manifest.is_file() else {}
+        except (OSError, ValueError, AttributeError):
+            continue  # a damaged manifest: load_set names what is wrong with it
+        data = settings.get("data") if isinstance(settings, dict) else None
+        if not isinstance(data, dict) or not (isinstance(data.get("field"), str) or isinstance(data.get("template"), str)):
             continue
         needed = template_fields(data["template"]) if data.get("template") else [data["field"]]
         row = load_rows(config.real, limit=1)[0]
@@ -113,11 +121,13 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
             raise SynthsteerError(f"--synthetic {src}: the run holds no records")
         labels = None
         if label_field:
-            labels = [r.get(label_field, r.get("provenance", {}).get(label_field)) for r in records]
+            labels = [r.get(label_field, (r.get("provenance") or {}).get(label_field)) for r in records]
             if all(lab is None for lab in labels):
                 labels = None  # an unlabelled baseline: scored like the rest, without TSTR
             elif any(lab is None for lab in labels):
                 raise SynthsteerError(f"--synthetic {src}: some records carry no {label_field!r}")
+            else:
+                labels = label_values(labels, f"--synthetic {src}: --label-field {label_field!r}")
         settings = read_json(path / "manifest.json").get("settings", {})
         return TextSet(name, src, [r["text"] for r in records], labels, settings)
     records = load_records(DataSpec(src, field=config.field, template=config.template))
@@ -126,7 +136,8 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
         missing = [r for r in records if label_field not in r.meta]
         if missing and len(missing) < len(records):
             raise SynthsteerError(f"--synthetic {src}: some records have no field {label_field!r}")
-        labels = None if missing else [r.meta[label_field] for r in records]
+        labels = None if missing else label_values([r.meta[label_field] for r in records],
+                                                   f"--synthetic {src}: --label-field {label_field!r}")
     return TextSet(name, src, [r.text for r in records], labels)
 
 
@@ -134,8 +145,36 @@ def _subsample(s: TextSet, n: int, seed: int) -> TextSet:
     if not n or len(s.texts) <= n:
         return s
     idx = np.sort(np.random.default_rng(seed).choice(len(s.texts), n, replace=False))
-    return TextSet(s.name, s.source, [s.texts[i] for i in idx], [s.labels[i] for i in idx] if s.labels else None,
-                   s.settings)
+    return TextSet(s.name, s.source, [s.texts[i] for i in idx],
+                   [s.labels[i] for i in idx] if s.labels is not None else None, s.settings)
+
+
+def _label_checks(config: EvalConfig, real: TextSet, sets: list[TextSet]) -> None:
+    """What the labels of the scored sets allow: one type across sets (refused otherwise: 1 and "1" are
+    different classes to a classifier), and a warning for a single class or for labels the real
+    data never has (the numbers are computed, but say little)."""
+    field = config.label_field
+    real_classes = set(real.labels)
+    kind = type(real.labels[0]).__name__
+    if len(real_classes) < 2:
+        log.warning(f"--real {config.real}: --label-field {field!r} has a single class ({real.labels[0]!r}); "
+                    "no label agreement, and TSTR can only count how often that class is predicted")
+    for s in sets:
+        if s.labels is None:
+            continue
+        if type(s.labels[0]).__name__ != kind:
+            raise SynthsteerError(f"--synthetic {s.source}: --label-field {field!r}: its labels are "
+                                  f"{type(s.labels[0]).__name__} ({s.labels[0]!r}) but the real data's are {kind} "
+                                  f"({real.labels[0]!r}); write them the same way")
+        classes = set(s.labels)
+        if len(classes) < 2:
+            log.warning(f"--synthetic {s.source}: --label-field {field!r} has a single class ({s.labels[0]!r}); "
+                        "no TSTR for this set")
+        unseen = sorted(classes - real_classes, key=repr)
+        if unseen:
+            log.warning(f"--synthetic {s.source}: labels {', '.join(map(repr, unseen[:5]))}"
+                        f"{' ...' if len(unseen) > 5 else ''} never occur in the real data's {field!r}; "
+                        "TSTR and label agreement count them as wrong")
 
 
 def varying_settings(sets: list[TextSet]) -> dict[str, list]:
@@ -203,6 +242,11 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         raise SynthsteerError("--synthetic: give at least one synthetic set (a run directory or a data file)")
     if len(config.mauve_seeds) < 1:
         raise SynthsteerError("--mauve-seeds: give at least one seed")
+    if 0 < config.max_samples < 2 * MIN_SAMPLES:
+        raise SynthsteerError(f"--max-samples {config.max_samples}: at least {2 * MIN_SAMPLES} samples per set are "
+                              f"needed (the real data is split in two halves for the real-vs-real ceiling, and the "
+                              f"authenticity classifier's {MIN_SAMPLES}-fold cross-validation needs {MIN_SAMPLES} "
+                              "per side)")
     t0 = time.time()
     config = _with_recorded_text(config)
     real_recs = load_records(DataSpec(config.real, field=config.field, template=config.template))
@@ -210,13 +254,25 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         raise SynthsteerError(f"--real {config.real}: no field {config.label_field!r}; "
                               f"fields: {', '.join(real_recs[0].meta)}")
     real = TextSet("real", config.real, [r.text for r in real_recs],
-                   [r.meta[config.label_field] for r in real_recs] if config.label_field else None)
+                   label_values([r.meta[config.label_field] for r in real_recs],
+                                f"--real {config.real}: --label-field {config.label_field!r}")
+                   if config.label_field else None)
     real = _subsample(real, config.max_samples, config.seed)
     sets = [_subsample(load_set(s, config, config.label_field), config.max_samples, config.seed)
             for s in config.synthetic]
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise SynthsteerError(f"--synthetic: two sets share a name ({', '.join(names)}); label them NAME=PATH")
+    # sets too small by themselves (a 2-record run, 3 real rows); --max-samples was checked above
+    if len(real.texts) < 2 * MIN_SAMPLES:
+        raise SynthsteerError(f"--real {config.real}: {len(real.texts)} sample(s); at least {2 * MIN_SAMPLES} are "
+                              f"needed (two halves of {MIN_SAMPLES} for the real-vs-real ceiling)")
+    for s in sets:
+        if len(s.texts) < MIN_SAMPLES:
+            raise SynthsteerError(f"--synthetic {s.source}: {len(s.texts)} sample(s); at least {MIN_SAMPLES} are "
+                                  f"needed (the authenticity classifier's {MIN_SAMPLES}-fold cross-validation)")
+    if config.label_field:
+        _label_checks(config, real, sets)
     with log_file(config.out):
         log.debug(f"eval: {len(sets)} synthetic set(s) against {config.real} ({len(real.texts)} texts)")
         return _score(config, real, sets, progress, t0)

@@ -90,6 +90,7 @@ class BlockGenerator:
     def __init__(self, config: GenerateConfig, lm: LM | None = None):
         from .engine import TransformersEngine
         from .methods import build_method
+        from .data import records_digest
         from .prompts import stop_token_ids
         from .runs import settings_hash
 
@@ -102,6 +103,25 @@ class BlockGenerator:
                          "label_field": config.label_field, "seed": config.seed, **self.method.settings()}
         self.hash = settings_hash(self.settings)
         self.stop_ids = stop_token_ids(self.lm.tokenizer, self.lm.model)
+        # not settings (runs written before them keep their hash), but a rerun must share them
+        records = self.method.parts.records
+        self.guards = {"data_sha256": records_digest(records)} if records else {}
+        self._check_context([0] if not self.method.uses_pool else [])
+
+    def _check_context(self, indices: list[int]) -> None:
+        """Refuse requests whose prefix and --max-new-tokens together exceed the LM's context, with the
+        limit: before the run directory is touched (record 0), and again for every block."""
+        from .lm import check_fits_context
+        from .randomness import sample_key
+
+        check_fits_context(self.lm, self.config.max_new_tokens + 1, "--max-new-tokens (after at least one prompt token)")
+        if not indices:
+            return
+        requests, _ = self.method.requests(indices, [sample_key(self.config.seed, i) for i in indices])
+        longest = max(len(p.ids or ()) + (0 if p.embeds is None else p.embeds.shape[0])
+                      for r in requests for p in r.branches.values())
+        check_fits_context(self.lm, longest + self.config.max_new_tokens,
+                           f"the prompt ({longest} tokens) + --max-new-tokens")
 
     def records(self, pool: list[list[dict]], indices: list[int]) -> tuple[list[dict], int]:
         """The records of `indices` (and how many tokens they took), after adding the blocks `pool`
@@ -113,6 +133,12 @@ class BlockGenerator:
         config = self.config
         keys = [sample_key(config.seed, i) for i in indices]
         requests, prov = self.method.requests(indices, keys)
+        if not self.method.uses_pool:
+            longest = max(len(p.ids or ()) + (0 if p.embeds is None else p.embeds.shape[0])
+                          for r in requests for p in r.branches.values())
+            from .lm import check_fits_context
+
+            check_fits_context(self.lm, longest + config.max_new_tokens, f"the prompt ({longest} tokens) + --max-new-tokens")
         results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids)
         texts = self.lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
         records = [{
@@ -153,7 +179,7 @@ class LocalPool:
 
     def __init__(self, generator: BlockGenerator):
         self.generator, self.fed, self._result = generator, 0, None
-        self.settings = generator.settings
+        self.settings, self.guards = generator.settings, generator.guards
 
     @property
     def idle(self) -> list[int]:
@@ -228,7 +254,9 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
         pool = LocalPool(BlockGenerator(config, lm))
     try:
         run = RunDir(config.out, pool.settings, info={"n_requested": config.n, "synthsteer_version": __version__,
-                                                      "config": asdict(config)})
+                                                      "config": asdict(config)},
+                     inputs=(config.data, config.prompt, config.expert, config.model),
+                     guards=getattr(pool, "guards", {}))
         try:
             with log_file(run.path):
                 log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} "

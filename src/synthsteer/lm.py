@@ -151,8 +151,26 @@ class LM:
         return self.model.get_input_embeddings()
 
     def fingerprint(self) -> dict:
-        fp = fingerprint(self.model, self.name)
-        return {**fp, "gguf": self.source} if self.source else fp
+        """Computed once, when the LM is loaded: a peft wrapper added later renames its tensors."""
+        if getattr(self, "_fingerprint", None) is None:
+            fp = fingerprint(self.model, self.name)
+            self._fingerprint = {**fp, "gguf": self.source} if self.source else fp
+        return dict(self._fingerprint)
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the LM was built for (None when its config does not say)."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        n = getattr(cfg, "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_fits_context(lm: LM, tokens: int, what: str) -> None:
+    """Refuse settings whose sequences exceed the LM's context, with the limit, before any work."""
+    limit = lm.context_length
+    if limit is not None and tokens > limit:
+        raise SynthsteerError(f"{what}: {tokens} tokens do not fit the context of {lm.name} ({limit} positions)")
 
 
 def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", revision: str | None = None,
@@ -169,11 +187,12 @@ def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", re
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, source = resolve_model(name)
+    refuse_pickles(path, "--model")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype,
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         local = Path(path).exists()
@@ -187,7 +206,24 @@ def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", re
         tokenizer.pad_token = tokenizer.eos_token
     model.to(dev).eval()
     model.requires_grad_(False)
-    return LM(name=name, model=model, tokenizer=tokenizer, device=dev, source=source)
+    lm = LM(name=name, model=model, tokenizer=tokenizer, device=dev, source=source)
+    lm.fingerprint()
+    return lm
+
+
+PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
+
+
+def refuse_pickles(path: str, flag: str) -> None:
+    """A local model directory whose weights exist only as pickles is refused in one line: loading a
+    pickle runs whatever code it holds, so synthsteer reads safetensors only."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLES for p in folder.glob(pattern))
+    if pickles:
+        raise SynthsteerError(f"{flag} {path}: its weights are only pickles ({pickles[0]}), which synthsteer never "
+                              "loads (they can run code); convert them to safetensors")
 
 
 def keeps_logits(model: torch.nn.Module) -> bool:
@@ -200,11 +236,19 @@ def keeps_logits(model: torch.nn.Module) -> bool:
 
 
 def fingerprint(model: torch.nn.Module, name: str) -> dict:
-    """What identifies an LM for a soft prompt: its shape, and a hash of a slice of its input
-    embeddings rounded to bf16 (so the same weights loaded in float32 or bf16 agree)."""
+    """What identifies an LM for a soft prompt: its shape, a hash of a slice of its input embeddings
+    and a hash of a strided sample of every weight tensor (names, shapes, 256 values each), all
+    rounded to bf16 so the same weights loaded in float32 or bf16 agree. Two LMs that share their
+    embeddings but not their transformer weights differ in `weights_sha256`."""
     cfg = model.config
     emb = model.get_input_embeddings().weight
     head = emb[: min(64, emb.shape[0])].detach().to("cpu", torch.bfloat16).view(torch.int16)
+    h = hashlib.sha256()
+    for pname, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // 256)
+        sample = flat[::step][:256].to("cpu", torch.bfloat16).view(torch.int16)
+        h.update(f"{pname}:{tuple(p.shape)}".encode() + sample.numpy().tobytes())
     return {
         "name": name,
         "model_type": getattr(cfg, "model_type", None),
@@ -212,12 +256,20 @@ def fingerprint(model: torch.nn.Module, name: str) -> dict:
         "vocab_size": int(emb.shape[0]),
         "num_hidden_layers": getattr(cfg, "num_hidden_layers", None),
         "embedding_sha256": hashlib.sha256(head.numpy().tobytes()).hexdigest()[:16],
+        "weights_sha256": h.hexdigest()[:16],
     }
+
+
+FINGERPRINT_KEYS = ("model_type", "hidden_size", "vocab_size", "num_hidden_layers", "embedding_sha256", "weights_sha256")
 
 
 def check_fingerprint(stored: dict, actual: dict, what: str) -> None:
     """Refuse an artifact trained against another LM, naming the first field that differs."""
-    for key in ("model_type", "hidden_size", "vocab_size", "num_hidden_layers", "embedding_sha256"):
+    for key in FINGERPRINT_KEYS:
+        if key == "weights_sha256" and key not in stored:
+            log.warning(f"{what}: recorded by an older synthsteer, so only the LM's shape and embeddings were "
+                        f"checked; if it is right, re-stamp it: synthsteer stamp {what.split()[-1]}")
+            continue
         if stored.get(key) != actual.get(key):
             raise SynthsteerError(
                 f"{what} was trained for LM {stored.get('name')!r} but {actual.get('name')!r} differs in "

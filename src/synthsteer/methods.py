@@ -12,13 +12,12 @@ examples), which `resolve` loads once, whatever the method; it turns record indi
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .artifacts import read_json
 from .data import DataSpec, Record, load_records
 from .engine import Request, Step
 from .errors import SynthsteerError
@@ -119,11 +118,11 @@ def resolve(config: GenerateConfig, lm: LM | None, data: str) -> Parts:
     for; required otherwise), the expert and the training examples (`--data`, else the prompt's or the
     expert's)."""
     from .softsrv.prompt import load_soft_prompt
-    from .steer.expert import META
+    from .steer.expert import META, read_expert_meta
 
     prompt, prompt_meta = load_soft_prompt(config.prompt) if config.prompt else (None, None)
-    lora_meta = read_json(Path(config.expert) / META) if config.expert and (Path(config.expert) / META).exists() \
-        else None
+    lora_meta = read_expert_meta(Path(config.expert), f"--expert {config.expert}") \
+        if config.expert and (Path(config.expert) / META).exists() else None
     trained_for = (prompt_meta or lora_meta or {}).get("lm", {}).get("name")
     lm = lm or config.load_lm(config.model or trained_for)
     if prompt is not None:
@@ -150,16 +149,37 @@ def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Ex
     return Expert(full.model, "full", {"fingerprint": full.fingerprint(), "data": None})
 
 
+def recorded_spec(recorded: dict, where: str) -> DataSpec:
+    """The DataSpec an artifact recorded, checked (its entries are strings, or an integer limit). A
+    split recorded for a plain file was ignored when the artifact was made (older synthsteer took it
+    silently), so it is dropped here to read the same records."""
+    from dataclasses import fields
+
+    from .data import is_plain_file
+
+    names = {f.name for f in fields(DataSpec)}
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("source"), str):
+        raise SynthsteerError(f"{where}: its recorded data has no source")
+    spec = {k: v for k, v in recorded.items() if k in names}
+    for key, value in spec.items():
+        if value is not None and not isinstance(value, int if key == "limit" else str):
+            raise SynthsteerError(f"{where}: its recorded data.{key} is a {type(value).__name__}")
+    if spec.get("split") and is_plain_file(spec["source"]):
+        spec["split"] = None
+    return DataSpec(**spec)
+
+
 def _training_records(config: GenerateConfig, recorded: dict | None) -> tuple[DataSpec, list[Record]]:
-    if config.data and recorded and config.data == recorded["source"] and not (config.field or config.template):
+    where = f"--prompt {config.prompt}" if config.prompt else f"--expert {config.expert}"
+    if config.data and recorded and config.data == recorded.get("source") and not (config.field or config.template):
         # the examples the prompt/expert was trained on: their text is made the same way, without retyping --field
-        spec = DataSpec(**{**recorded, "limit": None, "split": config.split or recorded.get("split"),
-                           "subset": config.subset or recorded.get("subset")})
+        base = recorded_spec(recorded, where)
+        spec = replace(base, limit=None, split=config.split or base.split, subset=config.subset or base.subset)
     elif config.data:
         spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split,
                         subset=config.subset)
     elif recorded:
-        spec = DataSpec(**recorded)
+        spec = recorded_spec(recorded, where)
     else:
         raise SynthsteerError(f"--method {config.method} needs --data (the training examples)")
     return spec, load_records(spec)

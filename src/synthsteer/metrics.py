@@ -13,8 +13,9 @@ Downstream:   tstr
 from __future__ import annotations
 
 import functools
-
 import gzip
+import math
+import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from typing import Any
 import numpy as np
 
 from .errors import SynthsteerError
+
+# The fewest samples a set can be scored with: the authenticity classifier's 2-fold cross-validation
+# needs 2 per side (and a k-NN ball a neighbour). The real data, split in two halves for the
+# real-vs-real ceiling, needs twice that.
+MIN_SAMPLES = 2
 
 
 def words(text: str) -> list[str]:
@@ -126,7 +132,10 @@ def knn_precision_recall(real: np.ndarray, synthetic: np.ndarray, k: int = 3) ->
     cross = _pairwise_dist(synthetic, real)  # [n_s, n_r]
     precision = (cross <= radii(real)[None, :]).any(1).mean()
     recall = (cross <= radii(synthetic)[:, None]).any(0).mean()
-    return {"precision": float(precision), "recall": float(recall), "k": k}
+    out = {"precision": float(precision), "recall": float(recall), "k": k}
+    if min(len(real), len(synthetic)) <= k:  # a set of n has n-1 neighbours: say that k was lowered
+        out["knn_note"] = f"k lowered to {min(len(real), len(synthetic)) - 1} on the smaller side (n <= k={k})"
+    return out
 
 
 def nearest_cosine(real: np.ndarray, synthetic: np.ndarray) -> float:
@@ -139,7 +148,7 @@ def nearest_cosine(real: np.ndarray, synthetic: np.ndarray) -> float:
 # ---------------------------------------------------------------- authenticity and downstream
 
 
-def authenticity_auroc(real: np.ndarray, synthetic: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+def authenticity_auroc(real: np.ndarray, synthetic: np.ndarray, *, folds: int = 5, seed: int = 0) -> float | None:
     """AUROC of a logistic-regression real-vs-synthetic classifier on embeddings, from out-of-fold
     predictions of seeded stratified k-fold; 0.5 = indistinguishable, 1 = trivially told apart.
 
@@ -155,9 +164,42 @@ def authenticity_auroc(real: np.ndarray, synthetic: np.ndarray, *, folds: int = 
     if folds < 2:
         raise SynthsteerError("authenticity needs at least 2 real and 2 synthetic samples")
     groups = np.unique(np.round(x, 5), axis=0, return_inverse=True)[1].reshape(-1)
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=cv, groups=groups, method="predict_proba")[:, 1]
+    if groups.max() == 0:
+        return 0.5  # every embedding is the same point: nothing to tell apart
+    folds = min(folds, int(groups.max()) + 1)
+    splits = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y, groups))
+    if any(len(np.unique(y[train])) < 2 for train, _ in splits):
+        return None  # twins of tiny sets left a fold one class to learn from: not computable (shown as '–')
+    p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=splits, method="predict_proba")[:, 1]
     return float(roc_auc_score(y, p))
+
+
+def label_values(values: list, where: str) -> list:
+    """One set's labels as classes a classifier can learn: strings, integers or booleans, one type per
+    set. A float with an integral value counts as that integer (pandas writes an int column with gaps
+    as 1.0); any other value (0.5, NaN, null, a list, a mapping) is refused in one line naming `where`
+    (the set and the field): scikit-learn would crash on it, or it is a regression target."""
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, (bool, np.bool_)):
+            v = bool(v)
+        elif isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and math.isfinite(v)
+                                                 and float(v).is_integer()):
+            v = int(v)
+        elif isinstance(v, str):
+            v = str(v)  # numpy's str_ too, so that one type is one type
+        else:
+            what = ("null" if v is None else f"the float {v!r} (labels are classes, not a regression target)"
+                    if isinstance(v, numbers.Real) else f"a {type(v).__name__} ({repr(v)[:40]})")
+            raise SynthsteerError(f"{where}: label {i + 1} is {what}; labels are strings, integers or booleans")
+        out.append(v)
+    first = {}
+    for v in out:
+        first.setdefault(type(v).__name__, v)
+    if len(first) > 1:  # [1, "1"] would be two classes; [True, 1] one class or two depending on the library
+        raise SynthsteerError(f"{where}: labels mix {' and '.join(f'{k} ({v!r})' for k, v in sorted(first.items()))}; "
+                              "give every row the same type")
+    return out
 
 
 def tstr(train_x: np.ndarray, train_y: list, test_x: np.ndarray, test_y: list, *, seed: int = 0) -> dict:

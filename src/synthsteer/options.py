@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 
 from .errors import SynthsteerError
 
+SEED_MAX = 2**63 - 1  # every bit of a seed counts up to here (randomness.seed_key); larger ones are refused
+MAX_RECORDS = 10**8  # records of one run: its plan of blocks is held in memory
+
 
 def option(default, help: str, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
            le: float | None = None, lt: float | None = None, count: bool = False, nonempty: bool = False):
@@ -119,10 +122,12 @@ class DataOptions(Options):
 @dataclass(frozen=True)
 class RunOptions(Options):
     out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).", nonempty=True)
-    n: int = option(100, "Records the run should hold (rerun with a larger n to add more).", count=True)
+    n: int = option(100, "Records the run should hold (rerun with a larger n to add more; at most 100,000,000 per "
+                         "run: split larger jobs into several runs).", count=True, le=MAX_RECORDS)
     batch_size: int = option(32, "Records decoded together (STEER: also when records join the negative pool).",
                              count=True)
-    seed: int = option(0, "Seed; every random choice derives from it and the record's index.")
+    seed: int = option(0, "Seed (0 .. 2**63-1); every random choice derives from it and the record's index.", ge=0,
+                       le=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ class TrainConfig(LMOptions, DataOptions, LogOptions):
     weight_decay: float = option(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", gt=0)
     save_every: int = option(100, "Steps between checkpoints (atomic; --resume continues from the last).", count=True)
-    seed: int = option(0, "Seed of the initialisation and the example order.")
+    seed: int = option(0, "Seed of the initialisation and the example order (0 .. 2**63-1).", ge=0, le=SEED_MAX)
     val_fraction: float = option(0.0, "Hold out this share of the records (picked by id) and log their loss at every "
                                       "checkpoint and at the end (0: none).", ge=0, lt=1)
     precision: str = option("auto", "Training math: auto (bf16 autocast on CUDA and on CPUs with native bf16, else "

@@ -43,9 +43,18 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def seed_key(seed: int) -> torch.Tensor:
+    """A seed folded to 32 bits with every bit counting: seeds below 2**32 hash as the first runs
+    did (their records reproduce), and the high word of a larger seed is mixed in, so that seed
+    2**32 is not seed 0."""
+    key = mix32(torch.tensor(seed & MASK32))
+    high = seed >> 32
+    return key if not high else mix32(key ^ mix32(torch.tensor(high)) ^ 0x5BD1E995)
+
+
 def sample_key(seed: int, index: int) -> int:
     """The random key of record `index` in a run seeded with `seed` (the sampling stream)."""
-    return int(mix32(mix32(torch.tensor(seed)) ^ torch.tensor(index & MASK32)))
+    return int(mix32(seed_key(seed) ^ torch.tensor(index & MASK32)))
 
 
 def stream_key(seed: int, stream: Stream, index: int) -> int:

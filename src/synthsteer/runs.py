@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from .artifacts import read_json, write_json
+from .artifacts import Claim, read_json, write_json
 from .errors import SynthsteerError
 from .logs import log
 
@@ -25,59 +25,120 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def _check_record(r, where: str) -> dict:
+    """A record as every reader needs it: an object with a string id, a non-negative integer index, a
+    string text and, when present, an object of provenance; anything else is damage, named."""
+    if not isinstance(r, dict):
+        raise SynthsteerError(f"{where}: a record must be a JSON object, not a {type(r).__name__}")
+    for key, kinds, what in (("id", str, "a string"), ("text", str, "a string"), ("index", int, "an integer")):
+        if key not in r:
+            raise SynthsteerError(f"{where}: the record has no {key!r}")
+        if not isinstance(r[key], kinds) or isinstance(r[key], bool):
+            raise SynthsteerError(f"{where}: the record's {key!r} is not {what}")
+    if r["index"] < 0:
+        raise SynthsteerError(f"{where}: the record's 'index' is negative")
+    if "provenance" in r and not isinstance(r["provenance"], dict):
+        raise SynthsteerError(f"{where}: the record's 'provenance' is not an object")
+    return r
+
+
+def _parse_line(line: bytes, where: str) -> dict:
+    try:
+        return _check_record(json.loads(line.decode("utf-8")), where)
+    except UnicodeDecodeError:
+        raise SynthsteerError(f"{where}: not valid UTF-8") from None
+    except RecursionError:
+        raise SynthsteerError(f"{where}: JSON nested too deeply") from None
+    except ValueError:  # JSONDecodeError, and ints beyond Python's digit limit
+        raise SynthsteerError(f"{where}: malformed record line (not JSON)") from None
+
+
 def _repair(shard: Path) -> list[dict]:
-    """Records of a shard; a torn or unparsable tail is truncated away."""
+    """Records of a shard being appended to. A torn last line (a kill in the middle of a write: no
+    newline yet) is cut off; a damaged line anywhere else is an error, never a truncation, so that
+    no whole record is ever dropped."""
     raw = shard.read_bytes()
-    records, good = [], 0
-    for line in raw.split(b"\n")[:-1] if raw.endswith(b"\n") else raw.split(b"\n"):
-        try:
-            records.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            break
-        good += len(line) + 1
-    if good != len(raw):
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # b"" when the shard ends with a newline
+    records = [_parse_line(line, f"{shard}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+    if torn:
         with open(shard, "r+b") as f:
-            f.truncate(good)
+            f.truncate(len(raw) - len(torn))
     return records
 
 
+def read_manifest(path: Path) -> dict:
+    """A run's manifest.json, checked: an object with its settings (an object naming the method) and
+    their hash; every damage is one line naming the file and the field."""
+    where = Path(path) / "manifest.json"
+    try:
+        manifest = read_json(where)
+    except FileNotFoundError:
+        raise SynthsteerError(f"{path}: not a synthsteer run directory (no manifest.json)") from None
+    except (OSError, ValueError, RecursionError):
+        raise SynthsteerError(f"{where}: not readable JSON (torn or edited)") from None
+    if not isinstance(manifest, dict):
+        raise SynthsteerError(f"{where}: must be a JSON object, not a {type(manifest).__name__}")
+    settings = manifest.get("settings")
+    if not isinstance(settings, dict):
+        raise SynthsteerError(f"{where}: {'lacks' if settings is None else 'has a malformed'} 'settings' entry")
+    if not isinstance(manifest.get("settings_hash"), str):
+        raise SynthsteerError(f"{where}: lacks its 'settings_hash'")
+    for key, kinds in (("method", str), ("lm", dict), ("data", dict), ("seed", int)):
+        if key in settings and settings[key] is not None and not isinstance(settings[key], kinds):
+            raise SynthsteerError(f"{where}: settings.{key} is a {type(settings[key]).__name__}, "
+                                  f"not a{'n' if kinds is int else ''} {'object' if kinds is dict else kinds.__name__}")
+    n = manifest.get("n_requested")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise SynthsteerError(f"{where}: n_requested is not a count")
+    return manifest
+
+
 class RunDir:
-    """An open run directory.
+    """An open run directory, locked against other writers until `close()`.
 
     Args:
-        path: the run directory (created when missing).
+        path: the run directory (created when missing; an existing one must be a synthsteer run).
         settings: everything that determines the records; a rerun must pass the same.
         info: the rest of the manifest (fingerprints, version, requested n): may change on rerun.
         shard_size: records per shard file.
+        inputs: what the command reads: the run may not be, contain or sit inside any of them.
+        guards: facts a rerun must share that are not settings (the data's hash): recorded on the
+            first run, compared on every later one.
     """
 
-    def __init__(self, path: str | Path, settings: dict, info: dict | None = None, shard_size: int = 10_000):
+    def __init__(self, path: str | Path, settings: dict, info: dict | None = None, shard_size: int = 10_000,
+                 inputs=(), guards: dict | None = None):
         self.path = Path(path)
         self.shard_size = shard_size
         self.hash = settings_hash(settings)
+        self.claim = Claim(self.path, "run", inputs=inputs, verb="add records to")
         manifest_path = self.path / "manifest.json"
-        if manifest_path.exists():
-            old = read_json(manifest_path)
-            if old.get("settings_hash") != self.hash:
-                diff = sorted(k for k in set(old.get("settings", {})) | set(settings)
-                              if old.get("settings", {}).get(k) != settings.get(k))
-                raise SynthsteerError(f"--out {self.path}: this run was made with other settings "
-                                      f"(differs in {', '.join(diff) or 'version'}); use a new --out")
-        elif self.path.exists() and any(p.name not in (".lock", "manifest.json.tmp", "log.txt")
-                                        for p in self.path.iterdir()):
-            # (a run killed while writing its first manifest leaves only those two: it starts afresh)
-            raise SynthsteerError(f"--out {self.path}: exists and is not a synthsteer run directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.path)
-        self.manifest = {"settings": settings, "settings_hash": self.hash, **(info or {})}
-        write_json(manifest_path, self.manifest)
-        self.shards = sorted(self.path.glob("records-*.jsonl"))
-        self.ids: set[str] = set()
-        self._count_last = 0
-        for shard in self.shards:
-            recs = _repair(shard)
-            self.ids.update(r["id"] for r in recs)
-            self._count_last = len(recs)
+        old = read_manifest(self.path) if manifest_path.exists() else None
+        if old is not None and old["settings_hash"] != self.hash:
+            diff = sorted(k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k))
+            raise SynthsteerError(f"--out {self.path}: this run was made with other settings "
+                                  f"(differs in {', '.join(diff) or 'version'}); use a new --out")
+        recorded = (old or {}).get("guards", {})
+        for key, value in (guards or {}).items():
+            if isinstance(recorded, dict) and key in recorded and recorded[key] != value:
+                raise SynthsteerError(f"--out {self.path}: this run began on other data ({key} differs: the data "
+                                      "changed since); restore it, or use a new --out")
+        self.claim.open()  # locked before a torn line is cut: only the one writer repairs
+        try:
+            self.shards = sorted(self.path.glob("records-*.jsonl"))
+            self.ids: set[str] = set()
+            self._count_last = 0
+            for shard in self.shards:
+                recs = _repair(shard)
+                self.ids.update(r["id"] for r in recs)
+                self._count_last = len(recs)
+            self.manifest = {"settings": settings, "settings_hash": self.hash, **(info or {}),
+                             "guards": {**(recorded if isinstance(recorded, dict) else {}), **(guards or {})}}
+            write_json(manifest_path, self.manifest)
+        except BaseException as e:
+            self.claim.close(failed=isinstance(e, (SynthsteerError, OSError)))
+            raise
 
     def append(self, records: list[dict]) -> None:
         fresh = [r for r in records if r["id"] not in self.ids]
@@ -88,9 +149,14 @@ class RunDir:
             room = self.shard_size - self._count_last
             chunk, fresh = fresh[:room], fresh[room:]
             with open(self.shards[-1], "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk))
-                f.flush()
-                os.fsync(f.fileno())
+                size = f.tell()
+                try:
+                    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk))
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:  # a full disk: the shard goes back to its last whole record
+                    f.truncate(size)
+                    raise
             self._count_last += len(chunk)
             self.ids.update(r["id"] for r in chunk)
 
@@ -100,47 +166,32 @@ class RunDir:
 
     def close(self) -> None:
         """Release the run's lock (also released by the OS when the process dies, kill -9 included)."""
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        self.claim.close()
 
 
-def _lock(path: Path):
-    """An exclusive lock on the run directory, so that two writers never append to one run."""
-    import fcntl
-
-    f = open(path / ".lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise SynthsteerError(f"--out {path}: another process is writing this run right now; wait for it, "
-                              "or use another --out") from None
-    return f
+def read_records(path: str | Path) -> list[dict]:
+    """Every record line of a run, checked (UTF-8, a JSON object with id, index and text), in file order."""
+    records = []
+    for shard in sorted(Path(path).glob("records-*.jsonl")):
+        raw = shard.read_bytes()
+        for lineno, line in enumerate(raw.split(b"\n"), 1):
+            if line.strip():
+                records.append(_parse_line(line, f"{shard}:{lineno}"))
+    return records
 
 
 def read_run(path: str | Path) -> list[dict]:
-    """All records of a run directory, in index order."""
+    """All records of a run directory, in index order (the manifest and every line checked)."""
     path = Path(path)
-    if not (path / "manifest.json").exists():
-        raise SynthsteerError(f"{path}: not a synthsteer run directory (no manifest.json)")
-    records = []
-    for shard in sorted(path.glob("records-*.jsonl")):
-        for lineno, line in enumerate(shard.read_text(encoding="utf-8").split("\n"), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise SynthsteerError(f"{shard}:{lineno}: malformed record line") from None
-    return sorted(records, key=lambda r: r.get("index", 0))
+    read_manifest(path)
+    return sorted(read_records(path), key=lambda r: r["index"])
 
 
 def checked_records(path: str | Path) -> list[dict]:
     """`read_run` for readers of a finished run (eval, filter): one warning line when the run is
     unfinished (fewer records than it was asked for) or holds an id twice; one record per id."""
-    
     records = read_run(path)
-    n = read_json(Path(path) / "manifest.json").get("n_requested")
+    n = read_manifest(Path(path)).get("n_requested")
     seen, unique = set(), []
     for r in records:  # the first record of each id, in index order
         if r["id"] not in seen:

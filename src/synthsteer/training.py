@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_dir, check_out, read_json, restore_interrupted, write_json
+from .artifacts import (COMMON, Claim, atomic_dir, check_out, marker_kind, read_json, remove_ours,
+                        restore_interrupted, scratch_dir, sha256_file, write_json)
 from .errors import SynthsteerError
 from .options import TrainConfig, flag  # noqa: F401  (TrainConfig: the shared training options, re-exported)
 from .randomness import Stream, stream_key
@@ -77,7 +77,7 @@ class ExampleOrder:
         self.epochs: dict[int, list[list[int]]] = {}
 
     def _epoch(self, epoch: int) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        g = torch.Generator().manual_seed((self.seed * 7919 + epoch) % 2**64)  # any 63-bit seed fits
         perm = torch.randperm(len(self.lengths), generator=g).tolist()
         span, batches = self.batch_size * self.window, []
         for w in range(0, len(perm), span):
@@ -201,56 +201,80 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, final_ratio: float =
     return lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-@dataclass
 class Output:
     """Where a training run writes (`work`) and where its result ends up (`final`). They differ only
     with --overwrite: the new result is built beside the old one and swapped in once complete, so a
-    failed or interrupted run never costs the old result."""
+    failed or interrupted run never costs the old result. Used as a context manager: on entry rank 0
+    creates, marks and locks `final` (artifacts.Claim); on exit the lock is released, and a run that
+    failed before writing anything leaves nothing behind."""
 
-    final: Path
-    work: Path
-    finished: bool = False  # a resumed run that had already finished: nothing to do
+    def __init__(self, claim, work: Path, *, finished: bool = False):
+        self.claim, self.final, self.work = claim, claim.path, work
+        self.finished = finished  # a resumed run that had already finished: nothing to do
+
+    def __enter__(self) -> Output:
+        if distributed()[0] == 0:
+            self.claim.__enter__()
+            if self.work != self.final:
+                scratch_dir(self.work, self.claim.kind)
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if distributed()[0] != 0:
+            return
+        if kind is not None and self.work != self.final:  # the old result stays; the half-built one goes
+            remove_ours(self.work, self.claim.kind)
+        self.claim.__exit__(kind, value, tb)
 
     def commit(self) -> None:
         if self.work != self.final:
             old = self.final.with_name(self.final.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
+            remove_ours(old, self.claim.kind)
             os.replace(self.final, old)
             os.replace(self.work, self.final)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_ours(old, self.claim.kind)
 
 
-def prepare_out(out: Path, config, *, resume: bool, overwrite: bool, meta_file: str, meta_key: str) -> Output:
-    """Check the output directory before any work.
+def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, meta_file: str, meta_key: str,
+                inputs=()) -> Output:
+    """Check the output directory before any work (nothing is written until the Output is entered).
 
     `meta_file` is the JSON a finished result (and every checkpoint) holds, `meta_key` the entry of
     it that records the run's config: a resume with other settings is refused, naming the first one
-    that differs; --overwrite refuses a directory synthsteer did not write."""
+    that differs. --resume and --overwrite accept only a directory synthsteer's marker names as a
+    `kind` (artifacts.Claim); --overwrite never one written before markers existed. `inputs`: what the
+    command reads, which the output may not be, contain or sit inside."""
     check_out(out)
+    restore_interrupted(out, meta_file, kind)  # a kill between the two renames of --overwrite's swap
+    claim = Claim(out, kind, inputs=inputs, verb="resume" if resume else "replace", legacy_ok=not overwrite)
     state = out / "train_state"
-    restore_interrupted(out, meta_file)  # a kill between the two renames of --overwrite's or a checkpoint's swap
-    restore_interrupted(state, "state.json")
-    ours = (out / meta_file).exists() or (state / meta_file).exists()
-    if out.exists() and any(p.name != "log.txt" for p in out.iterdir()):  # a log alone: killed before any work
-        if not (resume or overwrite):
-            raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to "
-                                  "replace it")
-        if not ours:
-            raise SynthsteerError(f"--out {out}: not a directory synthsteer wrote; refusing to "
-                                  f"{'resume' if resume else 'replace'} it")
-    if resume and ours:
-        recorded = read_json(state / meta_file if (state / meta_file).exists() else out / meta_file).get(meta_key, {})
+    # a directory holding only synthsteer's marker, lock and log: killed before any work, so it starts afresh
+    started = claim.state in ("ours", "legacy") and any(p.name not in COMMON for p in out.iterdir())
+    if started and not (resume or overwrite):
+        raise SynthsteerError(f"--out {out}: already exists; pass --resume to continue it or --overwrite to "
+                              "replace it")
+    if started:
+        restore_interrupted(state, "state.json")  # a kill between the two renames of a checkpoint's swap
+    if resume and started and ((out / meta_file).exists() or (state / meta_file).exists()):
+        source = state / meta_file if (state / meta_file).exists() else out / meta_file
+        try:
+            recorded = read_json(source).get(meta_key, {})
+        except (OSError, ValueError, AttributeError):
+            raise SynthsteerError(f"--resume: {source} is not readable JSON; pass --overwrite to start afresh") from None
         now = asdict(config)
         for name, value in now.items():
             if name not in RESUMABLE and name in recorded and recorded[name] != value:
                 raise SynthsteerError(f"--resume: {out} was trained with {flag(name)} {recorded[name]}, not {value}; "
                                       "resume with the same settings, or pass --overwrite")
-        return Output(out, out, finished=(out / meta_file).exists() and not state.exists())
-    if overwrite and ours:
+        return Output(claim, out, finished=(out / meta_file).exists() and not state.exists())
+    if overwrite and started:
         work = out.with_name(out.name + ".new")
-        shutil.rmtree(work, ignore_errors=True)
-        return Output(out, work)
-    return Output(out, out)
+        for beside in (work, out.with_name(out.name + ".old")):
+            if (beside.exists() or beside.is_symlink()) and marker_kind(beside) != kind:
+                raise SynthsteerError(f"--out {out}: {beside} is in the way and synthsteer did not write it; "
+                                      "move it away")
+        return Output(claim, work)
+    return Output(claim, out)
 
 
 def split_validation(records: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -284,13 +308,66 @@ def held_out_loss(batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]], c
     return total / max(n, 1)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an interrupted run resumes: its step and loss curves, read from a verified state.json."""
+
+    step: int
+    history: list
+    val_history: list
+
+
+def checkpoint_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a checkpoint but state.json (which records them)."""
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != "state.json"}
+
+
+def read_checkpoint(state_dir: Path, *, steps: int, guards: dict) -> Checkpoint | None:
+    """The checkpoint in `state_dir` (None when there is none), verified before anything is loaded:
+    state.json well formed, every file matching the sha256 it records, and the `guards` (the data's
+    hash) those of this run; any damage is one line naming the checkpoint's step."""
+    path = Path(state_dir) / "state.json"
+    if not path.exists():
+        return None
+    where = f"--resume: checkpoint {state_dir}"
+    try:
+        state = read_json(path)
+    except (OSError, ValueError):
+        raise SynthsteerError(f"{where}: state.json is not readable JSON (torn or edited); pass --overwrite to "
+                              "start afresh") from None
+    step = state.get("step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 < step < steps:
+        raise SynthsteerError(f"{where}: state.json's step {step!r} is not a step of this run (1..{steps - 1}); "
+                              "pass --overwrite to start afresh")
+    history, val_history = state.get("history"), state.get("val_history", [])
+    if not isinstance(history, list) or len(history) != step or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in history) or not isinstance(val_history, list):
+        raise SynthsteerError(f"{where}: state.json of step {step} has a malformed loss history; pass --overwrite")
+    files = state.get("files")
+    if not isinstance(files, dict):
+        raise SynthsteerError(f"{where}: the checkpoint of step {step} records no sha256 of its files (written by an "
+                              "older synthsteer), so it cannot be verified; pass --overwrite to start afresh")
+    actual = checkpoint_files(state_dir)
+    for name in sorted(set(files) | set(actual)):
+        if files.get(name) != actual.get(name):
+            what = "is missing" if name not in actual else "was not written by it" if name not in files else \
+                "does not match the sha256 it records (torn or edited)"
+            raise SynthsteerError(f"{where}: {name} of step {step} {what}; pass --overwrite to start afresh")
+    for key, value in guards.items():
+        if state.get("guards", {}).get(key) != value:
+            raise SynthsteerError(f"{where}: the checkpoint of step {step} was trained on other data ({key} differs: "
+                                  "the data changed since it began); restore the data, or pass --overwrite")
+    return Checkpoint(step, history, val_history)
+
+
 RESUMABLE = ("device", "save_every", "out", "quiet", "log_level")  # settings a resume may change: they do not change the result
 
 
 def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
                lengths: list[int], settings: LoopSettings, state_dir: Path, save_weights: Callable[[Path], None],
-               load_weights: Callable[[Path], None], resume: bool, device: torch.device, desc: str,
-               progress: bool = True, prefix_tokens: int = 0, validate: Callable[[], float] | None = None) -> dict:
+               load_weights: Callable[[Path], None], checkpoint: Checkpoint | None, device: torch.device,
+               desc: str, progress: bool = True, prefix_tokens: int = 0,
+               validate: Callable[[], float] | None = None, guards: dict | None = None) -> dict:
     """Optimize `params` to minimise `batch_loss`; returns the loss history and throughput.
 
     Args:
@@ -300,9 +377,10 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         settings: steps, batch size, accumulation, learning rate schedule, clipping, checkpoints.
         state_dir: where checkpoints go (removed once training finishes).
         save_weights, load_weights: write / read the trainable weights in a checkpoint directory.
-        resume: continue from `state_dir` when it holds a checkpoint.
+        checkpoint: where to resume (`read_checkpoint`, verified), or None to start at step 0.
         prefix_tokens: extra tokens each example costs (a soft prompt), for tokens/s.
         validate: the held-out loss (`held_out_loss`), logged at every checkpoint and at the end.
+        guards: recorded in every checkpoint, and compared by `read_checkpoint` before a resume.
 
     Under torchrun / accelerate launch, every rank takes its share of each micro-batch and the
     trainable parameters' gradients are summed over the ranks before the step: the same update as
@@ -315,11 +393,15 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     s = settings
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     start, history, val_history = 0, [], []
-    if resume and (state_dir / "state.json").exists():
-        load_weights(state_dir)
-        load_optimizer(opt, state_dir / "optimizer.safetensors")
-        state = read_json(state_dir / "state.json")
-        start, history, val_history = state["step"], state["history"], state.get("val_history", [])
+    if checkpoint is not None:
+        try:
+            load_weights(state_dir)
+            load_optimizer(opt, state_dir / "optimizer.safetensors")
+        except Exception as e:  # verified files that still do not fit (safetensors has its own error type)
+            raise SynthsteerError(f"--resume: checkpoint {state_dir} of step {checkpoint.step} does not fit this "
+                                  f"run ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                                  "pass --overwrite") from None
+        start, history, val_history = checkpoint.step, list(checkpoint.history), list(checkpoint.val_history)
 
     order = ExampleOrder(lengths, s.batch_size, s.seed)
     amp = autocast_dtype(s.precision, device)
@@ -370,7 +452,8 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
             with atomic_dir(state_dir) as tmp:
                 save_weights(tmp)
                 save_optimizer(opt, tmp / "optimizer.safetensors")
-                write_json(tmp / "state.json", {"step": step + 1, "history": history, "val_history": val_history})
+                write_json(tmp / "state.json", {"step": step + 1, "history": history, "val_history": val_history,
+                                                "files": checkpoint_files(tmp), "guards": guards or {}})
     bar.close()
     result = {"loss_history": history, "final_loss": history[-1] if history else None,
               "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9)}

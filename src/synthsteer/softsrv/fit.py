@@ -17,12 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 from .._version import __version__
-from ..data import load_records
+from ..data import load_records, records_digest
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
 from ..logs import console_settings, log_file
-from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out, split_validation,
-                        tokenize_examples, train_loop)
+from ..lm import check_fits_context
+from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out,
+                        read_checkpoint, split_validation, tokenize_examples, train_loop)
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
@@ -39,15 +40,19 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         progress: show a progress bar with loss and tokens/s.
         lm: an already loaded LM to use instead of loading `config.model`.
     """
-    target = prepare_out(Path(config.out), config, resume=resume, overwrite=overwrite, meta_file="config.json",
-                         meta_key="fit")
+    target = prepare_out(Path(config.out), config, kind="prompt", resume=resume, overwrite=overwrite,
+                         meta_file="config.json", meta_key="fit", inputs=(config.data, config.model, config.encoder))
     if target.finished:
         return target.final  # finished earlier: nothing left to do
     out = target.work
 
     spec = config.data_spec()
-    records, held_out = split_validation(load_records(spec), config.val_fraction, config.seed)
+    all_records = load_records(spec)
+    guards = {"data_sha256": records_digest(all_records)}
+    checkpoint = read_checkpoint(out / "train_state", steps=config.steps, guards=guards) if resume else None
+    records, held_out = split_validation(all_records, config.val_fraction, config.seed)
     lm = lm or config.load_lm()
+    check_fits_context(lm, config.prompt_length + config.max_length, "--prompt-length + --max-length")
     encoder = load_encoder(config.encoder, lm=lm, device=lm.device)
     contexts = encode_cached(encoder, [r.text for r in records], progress=progress).to(lm.device)
     examples = tokenize_examples(lm, [r.text for r in records], config.max_length)
@@ -61,7 +66,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     prompt.to(lm.device)
     meta = {
         "lm": lm.fingerprint(), "encoder": config.encoder, "encoder_fingerprint": encoder.fingerprint,
-        "data": spec.as_dict(), "fit": asdict(config), "synthsteer_version": __version__,
+        "data": spec.as_dict(), "fit": asdict(config), "synthsteer_version": __version__, **guards,
     }
 
     def load_weights(folder: Path) -> None:
@@ -76,15 +81,15 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
                            len(held_out), config.batch_size)
 
     # OUT/log.txt: what this run said, with the progress lines (rank 0's)
-    with log_file(out, enabled=distributed()[0] == 0):
+    with target, log_file(out, enabled=distributed()[0] == 0):
         result = train_loop(
             params=list(prompt.parameters()),
             batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
             lengths=[len(x) for x in examples],
             settings=config.loop_settings(),
             state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
-            load_weights=load_weights, resume=resume, device=lm.device, desc=f"fit {config.parameterization}",
-            progress=progress, prefix_tokens=config.prompt_length, validate=validate)
+            load_weights=load_weights, checkpoint=checkpoint, device=lm.device, desc=f"fit {config.parameterization}",
+            progress=progress, prefix_tokens=config.prompt_length, validate=validate, guards=guards)
         if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
             prompt.save(out, {**meta, **result, "steps": config.steps})
             shutil.rmtree(out / "train_state", ignore_errors=True)

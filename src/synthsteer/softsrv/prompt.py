@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..artifacts import read_json, sha256_file, write_json
+from ..artifacts import sha256_file, write_json
 from ..errors import SynthsteerError
 from ..registry import registrar
 from .config import SoftPromptConfig
@@ -143,37 +143,64 @@ class PerTokenMLP(SoftPrompt):
         self.biases[-1].copy_(sample(self.config.length))
 
 
+SHAPE_LIMITS = {"length": 65_536, "hidden_size": 1 << 16, "context_dim": 1 << 16, "num_bases": 4096,
+                "mlp_hidden": 1 << 16, "mlp_layers": 64}  # far above any real prompt, far below a MemoryError
+
+
+def read_prompt_meta(folder: Path, where: str) -> tuple[SoftPromptConfig, dict]:
+    """config.json of a soft-prompt directory, every field the loader reads checked for type and range."""
+    from ..artifacts import need, read_meta
+
+    meta = read_meta(folder / "config.json", where)
+    where = f"{where}: config.json"
+    shape = need(meta, "softprompt", dict, where)
+    for key in ("lm", "data"):
+        need(meta, key, dict, where)
+    need(meta, "encoder", str, where)
+    need(meta["data"], "source", str, where, prefix="data.")
+    for key in ("name",):
+        need(meta["lm"], key, str, where, prefix="lm.")
+    need(meta["lm"], "hidden_size", int, where, prefix="lm.", ge=1)
+    unknown = sorted(set(shape) - set(SoftPromptConfig.__dataclass_fields__))
+    if unknown:
+        raise SynthsteerError(f"{where}: softprompt has an unknown entry {unknown[0]!r}")
+    from .config import PARAMETERIZATIONS as NAMES
+
+    if shape.get("parameterization") not in NAMES:
+        raise SynthsteerError(f"{where}: softprompt.parameterization must be one of {', '.join(NAMES)}")
+    for key, limit in SHAPE_LIMITS.items():
+        need(shape, key, int, where, prefix="softprompt.", ge=1, le=limit, optional=key not in ("length", "hidden_size",
+                                                                                            "context_dim"))
+    config = SoftPromptConfig(**shape)
+    if config.hidden_size != meta["lm"]["hidden_size"]:
+        raise SynthsteerError(f"{where}: softprompt.hidden_size ({config.hidden_size}) is not its LM's "
+                              f"({meta['lm']['hidden_size']})")
+    return config, meta
+
+
 def load_soft_prompt(folder: str | Path) -> tuple[SoftPrompt, dict]:
     """A trained soft prompt and its metadata (LM fingerprint, encoder, data, training args); every
-    way the directory can be damaged is a one-line error naming it."""
+    way the directory can be damaged is a one-line error naming it, found before any tensor is
+    allocated."""
+    from ..artifacts import check_weights_sha, tensor_shapes
+
     folder = Path(folder)
     where = f"--prompt {folder}"
     weights = folder / "prompt.safetensors"
     if not weights.is_file() or not (folder / "config.json").is_file():
         raise SynthsteerError(f"{where}: not a soft-prompt directory (needs prompt.safetensors and config.json)")
-    try:
-        meta = read_json(folder / "config.json")
-    except (ValueError, UnicodeDecodeError):
-        raise SynthsteerError(f"{where}: config.json is not valid JSON") from None
-    missing = [k for k in ("softprompt", "lm", "data", "encoder") if not isinstance(meta, dict) or k not in meta]
-    if missing:
-        raise SynthsteerError(f"{where}: config.json lacks {missing[0]!r}")
-    try:
-        config = SoftPromptConfig(**meta["softprompt"])
-    except TypeError as e:
-        raise SynthsteerError(f"{where}: config.json's softprompt entry is not valid ({e})") from None
-    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
-        raise SynthsteerError(f"{where}: prompt.safetensors does not match the sha256 config.json records "
-                              "(torn or edited)")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as e:  # safetensors raises its own error type, and OSError for short files
-        raise SynthsteerError(f"{where}: prompt.safetensors is not a readable safetensors file "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    config, meta = read_prompt_meta(folder, where)
+    check_weights_sha(folder, weights, meta.get("weights_sha256"), where)
+    shapes = tensor_shapes(weights, where)
+    with torch.device("meta"):  # the shapes config.json implies, without allocating them
+        expected = {k: tuple(v.shape) for k, v in SoftPrompt(config).state_dict().items()}
+    if shapes != expected:
+        diff = sorted(k for k in set(shapes) | set(expected) if shapes.get(k) != expected.get(k))[0]
+        raise SynthsteerError(f"{where}: prompt.safetensors does not fit the shape config.json records ({diff}: "
+                              f"{shapes.get(diff)} in the file, {expected.get(diff)} expected)")
+    tensors = load_file(str(weights))
+    if not all(t.dtype.is_floating_point and torch.isfinite(t).all() for t in tensors.values()):
+        raise SynthsteerError(f"{where}: prompt.safetensors holds values that are not finite numbers")
     prompt = SoftPrompt(config)
-    try:
-        prompt.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise SynthsteerError(f"{where}: prompt.safetensors does not fit the shape config.json records "
-                              f"({str(e).splitlines()[-1].strip()})") from None
+    prompt.load_state_dict(tensors)
     return prompt, meta
