@@ -99,7 +99,7 @@ def test_generate_killed_then_rerun_writes_the_same_records(method, point, unint
     assert all(s.read_bytes().endswith(b"\n") for s in shards)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["records"] == 10
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "log.txt", "manifest.json", *(s.name for s in shards)]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".synthsteer.json", "log.txt", "manifest.json", *(s.name for s in shards)]
 
 
 @pytest.mark.parametrize("point", list(TRAIN_POINTS))

@@ -42,7 +42,7 @@ def test_filter_drops_short_duplicate_and_contaminated(tmp_path, capsys):
 
 def test_filter_refuses_to_overwrite_its_input(tmp_path):
     run = _run(tmp_path / "run", ["a b c"])
-    with pytest.raises(SynthsteerError, match="--out must differ"):
+    with pytest.raises(SynthsteerError, match="is the input .*; write somewhere else"):
         filter_run(FilterConfig(run=str(run), out=str(run)))
 
 

@@ -247,6 +247,11 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
                               f"needed (the real data is split in two halves for the real-vs-real ceiling, and the "
                               f"authenticity classifier's {MIN_SAMPLES}-fold cross-validation needs {MIN_SAMPLES} "
                               "per side)")
+    from .artifacts import Claim
+
+    # the report goes into a directory of its own: never into a run, a prompt or the data it reads
+    claim = Claim(config.out, "eval", inputs=(config.real, config.train, *(_split_name(s)[1] for s in config.synthetic)),
+                  verb="write a report into")
     t0 = time.time()
     config = _with_recorded_text(config)
     real_recs = load_records(DataSpec(config.real, field=config.field, template=config.template))
@@ -273,7 +278,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
                                   f"needed (the authenticity classifier's {MIN_SAMPLES}-fold cross-validation)")
     if config.label_field:
         _label_checks(config, real, sets)
-    with log_file(config.out):
+    with claim, log_file(config.out):
         log.debug(f"eval: {len(sets)} synthetic set(s) against {config.real} ({len(real.texts)} texts)")
         return _score(config, real, sets, progress, t0)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import check_out, read_json
+from .artifacts import check_out
 from .errors import SynthsteerError
 from .logs import console_settings
 from .options import LogOptions, option
@@ -66,19 +66,17 @@ def _named(spec: str) -> tuple[str, Path]:
 
 def flat_records(runs: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
     """Rows of every run, with flattened provenance, and the runs' manifests (with their names)."""
-    from .runs import checked_records
+    from .runs import checked_records, read_manifest
 
     rows, manifests = [], []
     for spec in runs:
         name, path = _named(spec)
-        if not (path / "manifest.json").exists():
-            raise SynthsteerError(f"{spec}: not a synthsteer run directory (no manifest.json)")
-        manifest = read_json(path / "manifest.json")
+        manifest = read_manifest(path)
         settings = manifest["settings"]
         manifests.append({"name": name, "path": str(path), **manifest})
         for r in checked_records(path):
             row = {k: v for k, v in r.items() if k != "provenance"}
-            row.update(run=name, method=settings["method"], model=settings["lm"].get("name"),
+            row.update(run=name, method=settings.get("method"), model=(settings.get("lm") or {}).get("name"),
                        settings_hash=manifest["settings_hash"], settings=json.dumps(settings, sort_keys=True))
             for k, v in r.get("provenance", {}).items():
                 if k not in ("method", "settings_hash"):
@@ -107,7 +105,8 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
 
     licenses, sources = set(), set()
     for m in manifests:
-        data = m["settings"].get("data") or (m.get("config") or {}).get("data")
+        config = m.get("config") if isinstance(m.get("config"), dict) else {}
+        data = m["settings"].get("data") or config.get("data")
         source = data.get("source") if isinstance(data, dict) else data
         if source:
             sources.add(source)
@@ -127,7 +126,7 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
              "| run | method | model | records | seed | settings hash |", "|---|---|---|---|---|---|"]
     for m in manifests:
         s = m["settings"]
-        lines.append(f"| {m['name']} | {s['method']} | {s['lm'].get('name')} | {n_rows.get(m['name'], 0)} | "
+        lines.append(f"| {m['name']} | {s.get('method')} | {(s.get('lm') or {}).get('name')} | {n_rows.get(m['name'], 0)} | "
                      f"{s.get('seed')} | `{m['settings_hash']}` |")
     lines += ["", f"Licence of the source data: {', '.join(sorted(licenses)) or 'unknown'}. Synthetic records "
               "derived from it may carry its terms.", ""]
@@ -151,53 +150,145 @@ def _write_folder(folder: Path, dataset, card, split: str) -> None:
     card.save(str(folder / "README.md"))
 
 
+SPLIT_NAME = re.compile(r"\w+(\.\w+)*")  # what `datasets` accepts as a split name: no path can hide in it
+HUB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+
+
+def read_report(folder: str) -> dict:
+    """An eval report.json, checked for what the dataset card reads: the real data's source and size,
+    and per set an object of metrics (MAUVE as mean/std, distinct-2 a number)."""
+    from .artifacts import need, read_meta
+
+    where = f"--report {folder}"
+    if not (Path(folder) / "report.json").is_file():
+        raise SynthsteerError(f"{where}: no report.json (an output directory of synthsteer eval)")
+    report = read_meta(Path(folder) / "report.json", where)
+    at = f"{where}: report.json"
+    real = need(report, "real", dict, at)
+    need(real, "source", str, at, prefix="real.")
+    need(real, "n", int, at, prefix="real.", ge=0)
+    for name, metrics in need(report, "metrics", dict, at).items():
+        if not isinstance(metrics, dict):
+            raise SynthsteerError(f"{at}: metrics of {name!r} must be an object")
+        mauve = need(metrics, "mauve", dict, at, prefix=f"metrics.{name}.", optional=True) or {}
+        for key in ("mean", "std"):
+            need(mauve, key, (int, float), at, prefix=f"metrics.{name}.mauve.", optional=True)
+        need(metrics, "distinct_2", (int, float), at, prefix=f"metrics.{name}.", optional=True)
+    return report
+
+
+def _check_target(config: ExportConfig) -> None:
+    """Refuse, before anything is read or written, a split name that is not one or a hub name that is not one."""
+    if not SPLIT_NAME.fullmatch(config.split):
+        raise SynthsteerError(f"--split {config.split!r}: a split name is letters, digits and underscores (dots "
+                              "between them), e.g. train; it becomes a file name under --to")
+    if config.format == "hub":
+        repo = config.to.removeprefix("hub:")
+        parts = repo.split("/")
+        if len(parts) != 2 or not all(HUB_NAME.fullmatch(p) for p in parts) or ".." in repo:
+            raise SynthsteerError(f"--to {config.to}: use hub:ORG/NAME (letters, digits, '-', '_', '.'; at most 96 "
+                                  "characters each)")
+
+
+def _looks_exported(path: Path, fmt: str) -> bool:
+    """Whether an existing file is a synthsteer export (a `settings_hash` column), which --overwrite may
+    replace; any other file is the user's."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return "settings_hash" in pq.read_schema(path).names
+        with open(path, "rb") as f:
+            first = json.loads(f.readline() or b"{}")
+        return isinstance(first, dict) and "settings_hash" in first
+    except Exception:  # unreadable as an export: not one
+        return False
+
+
+def _hub_push(config: ExportConfig, dataset, card, manifests) -> str:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    repo = config.to.removeprefix("hub:")
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_folder(Path(tmp) / "ds", dataset, card, config.split)
+        api = HfApi()
+        try:
+            api.create_repo(repo, repo_type="dataset", private=config.private, exist_ok=True)
+            api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(Path(tmp) / "ds"),
+                              commit_message=f"synthsteer export of {', '.join(m['name'] for m in manifests)}")
+        except (OfflineModeIsEnabled, HfHubHTTPError, OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SynthsteerError(f"--to {config.to}: the push failed ({first})") from None
+    return f"https://huggingface.co/datasets/{repo}"
+
+
 @console_settings
 def export_runs(config: ExportConfig) -> str:
-    """Write the runs' records where `config.to` says; returns where they went."""
+    """Write the runs' records where `config.to` says; returns where they went. A folder is a marked
+    synthsteer directory (only such a one is ever replaced); a file is replaced only when it is an
+    export itself; neither may be, contain or sit inside a run or report being exported."""
     from datasets import Dataset
 
+    from .artifacts import Claim, check_disjoint, lock, marker_kind, remove_ours, scratch_dir
+
+    from .runs import read_manifest
+
+    _check_target(config)
+    for spec in config.runs:
+        read_manifest(_named(spec)[1])  # a run, before anything else is looked at
+    inputs = [str(_named(spec)[1]) for spec in config.runs] + [config.report]
+    target = Path(config.to)
+    claim = None
+    if config.format == "dir":
+        claim = Claim(target, "export", flag="--to", inputs=inputs, verb="replace", legacy_ok=False)
+        if claim.state == "ours" and not config.overwrite:
+            raise SynthsteerError(f"--to {target}: already exists; pass --overwrite to replace it")
+        for beside in (target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")):
+            if (beside.exists() or beside.is_symlink()) and marker_kind(beside) != "export":
+                raise SynthsteerError(f"--to {target}: {beside} is in the way and synthsteer did not write it")
+    elif config.format != "hub":
+        if target.is_dir():
+            raise SynthsteerError(f"--to {target}: is a directory; a .{config.format} file goes there")
+        check_out(target.parent, "--to")
+        check_disjoint(target, inputs, "--to")
+        if target.exists() and not config.overwrite:
+            raise SynthsteerError(f"--to {target}: already exists; pass --overwrite to replace it")
+        if target.exists() and not _looks_exported(target, config.format):
+            raise SynthsteerError(f"--to {target}: not an export synthsteer wrote (no settings_hash column); "
+                                  "refusing to replace it")
     rows, manifests = flat_records(config.runs)
-    report = None
-    if config.report:
-        path = Path(config.report) / "report.json"
-        if not path.exists():
-            raise SynthsteerError(f"--report {config.report}: no report.json (an output directory of synthsteer eval)")
-        report = read_json(path)
+    report = read_report(config.report) if config.report else None
     n_rows = {m["name"]: sum(r["run"] == m["name"] for r in rows) for m in manifests}
     dataset = Dataset.from_list(rows)
     card = dataset_card(manifests, n_rows, config.split, report)
     if config.format == "hub":
-        repo = config.to.removeprefix("hub:")
-        if repo.count("/") != 1 or not all(repo.split("/")):
-            raise SynthsteerError(f"--to {config.to}: use hub:ORG/NAME")
-        from huggingface_hub import HfApi
-
-        with tempfile.TemporaryDirectory() as tmp:
-            _write_folder(Path(tmp) / "ds", dataset, card, config.split)
-            api = HfApi()
-            api.create_repo(repo, repo_type="dataset", private=config.private, exist_ok=True)
-            api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(Path(tmp) / "ds"),
-                              commit_message=f"synthsteer export of {', '.join(m['name'] for m in manifests)}")
-        return f"https://huggingface.co/datasets/{repo}"
-    target = Path(config.to)
+        return _hub_push(config, dataset, card, manifests)
     if config.format == "dir":
-        check_out(target, "--to")
-    elif target.is_dir():
-        raise SynthsteerError(f"--to {target}: is a directory; a .{config.format} file goes there")
-    else:
-        check_out(target.parent, "--to")
-        target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not config.overwrite:
-        raise SynthsteerError(f"--to {target}: already exists; pass --overwrite to replace it")
-    tmp = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-    if config.format == "dir":
-        _write_folder(tmp, dataset, card, config.split)
-        if target.exists():
-            shutil.rmtree(target)
-    elif config.format == "parquet":
-        dataset.to_parquet(str(tmp))
-    else:
-        dataset.to_json(str(tmp), lines=True, force_ascii=False)
-    os.replace(tmp, target)  # readers see the old export or the new one, never half of one
+        tmp = scratch_dir(target.with_name(f".{target.name}.partial"), "export", "--to")
+        held = lock(tmp, "--to", "export")
+        try:
+            _write_folder(tmp, dataset, card, config.split)
+            old = target.with_name(f".{target.name}.old")
+            if claim.state != "absent":
+                remove_ours(old, "export")
+                os.replace(target, old)
+            os.replace(tmp, target)  # readers see the old export or the new one, never half of one
+            remove_ours(old, "export")
+        except BaseException:
+            remove_ours(tmp, "export")
+            raise
+        finally:
+            held.close()
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")  # per process: two exports never share one
+    try:
+        if config.format == "parquet":
+            dataset.to_parquet(str(tmp))
+        else:
+            dataset.to_json(str(tmp), lines=True, force_ascii=False)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return str(target)

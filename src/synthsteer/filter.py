@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ._version import __version__
-from .artifacts import read_json
+from .artifacts import Claim
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
 from .logs import console_settings
 from .metrics import copy_scores
 from .options import LogOptions, option
-from .runs import RunDir, checked_records
+from .runs import RunDir, checked_records, read_manifest
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ def filter_run(config: FilterConfig) -> dict:
     """Write the kept records of `config.run` to `config.out`; returns counts of what was dropped."""
     if not config.run:
         raise SynthsteerError("filter needs the run directory to filter")
-    if Path(config.out).resolve() == Path(config.run).resolve():
-        raise SynthsteerError("--out must differ from the run being filtered")
+    inputs = (config.run, config.decontaminate, config.label_consistent)
+    Claim(config.out, "run", inputs=inputs, verb="add records to")  # refused now, not after the work
     records = checked_records(config.run)
     dropped = {"too_short": 0, "duplicate": 0, "contaminated": 0}
     keep = []
@@ -88,9 +88,10 @@ def filter_run(config: FilterConfig) -> dict:
         keep = clean
     if config.label_consistent:
         keep, dropped["label_inconsistent"] = _label_consistent(keep, config)
-    source = read_json(Path(config.run) / "manifest.json")
+    source = read_manifest(Path(config.run))
     settings = {**source["settings"], "filter": asdict(config) | {"out": None}}
-    run = RunDir(config.out, settings, info={"filtered_from": str(config.run), "synthsteer_version": __version__})
+    run = RunDir(config.out, settings, info={"filtered_from": str(config.run), "synthsteer_version": __version__},
+                 inputs=inputs)
     run.append(keep)
     summary = {"input": len(records), "kept": len(keep), **dropped}
     run.finish(filter_summary=summary)

@@ -14,13 +14,74 @@ so every worker's pool is exactly the local run's, whatever the number of worker
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
 
 from .errors import SynthsteerError
-from .logs import log
+from .logs import log, native_stderr_to_log
 
 MAX_RETRIES = 3  # per block: a block that kills three workers is a bug, not a flaky node
 _ENV_PREFIXES = ("SYNTHSTEER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
+_CLIENT_PORT = 10001  # Ray Client's default port: ray://HOST means ray://HOST:10001
+
+
+def _probe(address: str | None, where: str) -> None:
+    """Refuse, within seconds, an explicit address (HOST:PORT or ray://HOST[:PORT]) that nothing answers
+    at: ray.init would retry for minutes, printing its C++ connection lines. None, auto and local are
+    Ray's to resolve (auto fails at once when no Ray runs on this machine)."""
+    if address in (None, "", "auto", "local"):
+        return
+    client = address.startswith("ray://")
+    hostport = address[len("ray://"):].rstrip("/") if client else address
+    host, sep, port = hostport.rpartition(":")
+    if client and not sep:
+        host, port = hostport, str(_CLIENT_PORT)
+    host = host.strip("[]")  # [::1]:6379
+    if "://" in hostport or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SynthsteerError(f"{where}: expected HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379), "
+                              "ray://HOST[:PORT], auto or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except socket.gaierror as e:
+        raise SynthsteerError(f"{where}: cannot resolve the host {host} ({e.strerror})") from None
+    except OSError as e:
+        raise SynthsteerError(f"{where}: nothing answers at {host}:{port} ({e.strerror or e}); is the Ray head "
+                              "running there (ray start --head)?") from None
+
+
+@contextlib.contextmanager
+def _quiet_init(joining: bool):
+    """Ray's start-up chatter (its token-auth notice, the C++ core's connection retries) goes to the
+    debug log instead of the terminal."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        # only when joining: a local start spawns Ray's daemons, which would inherit the redirected stderr
+        with native_stderr_to_log() if joining else contextlib.nullcontext():
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _unschedulable(ray, config, n: int, gpus: float, resources: dict) -> str | None:
+    """Why `n` workers of `gpus` GPUs cannot all start on the cluster, or None. Ray would wait forever
+    for an actor that no node can hold, so this is checked before asking."""
+    total = resources.get("GPU", 0)
+    per_node = max((node["Resources"].get("GPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    flag = f"--gpus-per-worker {gpus:g}" if config.gpus_per_worker is not None else f"{gpus:g} GPU per worker"
+    if gpus > total:
+        return f"{flag}: the Ray cluster has {total:g} GPUs"
+    if gpus > per_node:
+        return f"{flag}: no node of the Ray cluster has more than {per_node:g} GPUs ({total:g} in all)"
+    if n * gpus > total:
+        return (f"--workers {n}: {n} workers of {gpus:g} GPU(s) need {n * gpus:g} GPUs; the Ray cluster has "
+                f"{total:g} (lower --workers or --gpus-per-worker)")
+    if n > resources.get("CPU", 0):
+        return f"--workers {n}: each worker needs a CPU; the Ray cluster has {resources.get('CPU', 0):g}"
+    return None
 
 
 class _Worker:
@@ -58,17 +119,26 @@ class RayPool:
         self.ray, self.config = ray, config
         self.started = not ray.is_initialized()
         if self.started:
+            address = config.ray_address or os.environ.get("RAY_ADDRESS") or None  # ray.init reads it too
+            where = (f"--ray-address {address}" if config.ray_address else f"RAY_ADDRESS={address}" if address
+                     else "--engine ray")
+            _probe(address, where)
             try:
-                ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=False,
-                         runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                                   if k.startswith(_ENV_PREFIXES)}})
-            except (ConnectionError, ValueError, RuntimeError) as e:
-                raise SynthsteerError(f"--ray-address {config.ray_address or os.environ.get('RAY_ADDRESS', '')}: "
-                                      f"cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
+                with _quiet_init(joining=address not in (None, "local")):
+                    ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
+                             logging_level="ERROR", configure_logging=False,
+                             runtime_env={"env_vars": {k: v for k, v in os.environ.items()
+                                                       if k.startswith(_ENV_PREFIXES)}})
+            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
+                raise SynthsteerError(f"{where}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
         resources = ray.cluster_resources()
         gpus = config.gpus_per_worker if config.gpus_per_worker is not None else (1 if resources.get("GPU") else 0)
         n = config.workers or (int(resources.get("GPU", 0) // gpus) if gpus else 1) or 1
+        problem = _unschedulable(ray, config, n, gpus, resources)
+        if problem:
+            if self.started:
+                ray.shutdown()
+            raise SynthsteerError(problem)
         cpus = max(1, int(resources.get("CPU", 1) // n))
         self.actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
         self.make = lambda: self.actor.remote(config, os.getcwd(), cpus)
