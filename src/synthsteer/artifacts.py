@@ -110,7 +110,7 @@ def refuse_foreign(path: Path, kind: str, flag: str, verb: str) -> None:
     other = marker_kind(path)
     strays = foreign_entries(path, kind)
     if other and other != kind:
-        why = f"it is a synthsteer {other} directory, not a {kind} one"
+        why = f"it is a synthsteer {other} directory, not {_a(kind)} one"
     elif strays:
         why = f"it holds {strays[0]!r}, which synthsteer did not write" + (
             f" (and {len(strays) - 1} more)" if len(strays) > 1 else "")
@@ -119,7 +119,11 @@ def refuse_foreign(path: Path, kind: str, flag: str, verb: str) -> None:
               "another output"
     else:
         why = "synthsteer's marker is missing"
-    raise SynthsteerError(f"{flag} {path}: not a {kind} directory synthsteer wrote ({why}); refusing to {verb} it")
+    raise SynthsteerError(f"{flag} {path}: not {_a(kind)} directory synthsteer wrote ({why}); refusing to {verb} it")
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def check_disjoint(out: Path, inputs, flag: str = "--out") -> None:

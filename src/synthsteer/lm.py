@@ -166,6 +166,18 @@ class LM:
         return int(n) if isinstance(n, int) and n > 0 else None
 
 
+def check_fits_memory(n_bytes: int, what: str) -> None:
+    """Refuse a tensor allocation larger than this machine's memory before it is attempted (a
+    MemoryError half-way through leaves nothing useful), naming the sizes."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if n_bytes > total:
+        raise SynthsteerError(f"{what}: needs {n_bytes / 2**30:.1f} GiB, more than this machine's "
+                              f"{total / 2**30:.1f} GiB of memory")
+
+
 def check_fits_context(lm: LM, tokens: int, what: str) -> None:
     """Refuse settings whose sequences exceed the LM's context, with the limit, before any work."""
     limit = lm.context_length

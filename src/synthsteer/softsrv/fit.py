@@ -21,7 +21,7 @@ from ..data import load_records, records_digest
 from ..encoders import encode_cached, load_encoder
 from ..lm import LM
 from ..logs import console_settings, log_file
-from ..lm import check_fits_context
+from ..lm import check_fits_context, check_fits_memory
 from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out,
                         read_checkpoint, split_validation, tokenize_examples, train_loop)
 from .config import FitConfig, SoftPromptConfig
@@ -61,6 +61,10 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     pconf = SoftPromptConfig(parameterization=config.parameterization, length=config.prompt_length,
                              hidden_size=lm.embed.weight.shape[1], context_dim=contexts.shape[1],
                              num_bases=config.num_bases, mlp_hidden=config.mlp_hidden, mlp_layers=config.mlp_layers)
+    with torch.device("meta"):  # its size first: weights, gradients and AdamW's two moments, in float32
+        n_params = sum(p.numel() for p in SoftPrompt(pconf).parameters())
+    check_fits_memory(16 * n_params, f"a soft prompt of {n_params:,} parameters (--prompt-length, --mlp-hidden, "
+                                     "--num-bases)")
     prompt = SoftPrompt(pconf)
     prompt.init_from_vocab(lm.embed.weight, seed=config.seed)
     prompt.to(lm.device)
