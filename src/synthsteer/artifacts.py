@@ -200,15 +200,19 @@ class Claim:
         if self._lock is not None:
             return self
         self._before = {p.name for p in self.path.iterdir()} if self.path.exists() else set()
-        if not self.path.exists():
-            self.path.mkdir(parents=True)
-            self._added.append(self.path)
-        if not (self.path / ".lock").exists():
-            self._added.append(self.path / ".lock")
-        self._lock = lock(self.path, self.flag, self.kind)
-        if marker_kind(self.path) != self.kind:
-            self._added.append(self.path / MARKER)
-            write_marker(self.path, self.kind)
+        try:
+            if not self.path.exists():
+                self._added.append(self.path)
+                self.path.mkdir(parents=True)
+            if not (self.path / ".lock").exists():
+                self._added.append(self.path / ".lock")
+            self._lock = lock(self.path, self.flag, self.kind)
+            if marker_kind(self.path) != self.kind:
+                self._added.append(self.path / MARKER)
+                write_marker(self.path, self.kind)
+        except BaseException:  # a full or read-only disk, a lock held elsewhere: leave no trace
+            self.close(failed=True)
+            raise
         return self
 
     def close(self, failed: bool = False) -> None:
