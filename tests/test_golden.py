@@ -7,6 +7,9 @@ by design (issue 10: whole examples only, the cap from the LM's context, a merge
 plain, hard and softsrv records came out the same bytes as the first golden runs. The softsrv and
 softsrv-steer runs were rewritten again when contexts began to cycle through the training examples
 in a seeded shuffle instead of file order (issue 13: a sorted file gave a short run one label).
+Issue 19 stamped the prompt and expert (`synthsteer stamp`: marker, weights' sha256, the LM's full
+fingerprint) and rewrote every run, because the LM fingerprint in the settings now hashes all of
+the LM's weights: every text came out the same, only the settings hash (and so the ids) changed.
 """
 
 import json

@@ -189,12 +189,21 @@ class Claim:
         check_out(self.path, flag)
         check_disjoint(self.path, inputs, flag)
         self.state = ownership(self.path, kind)
+        self._seen = self._entries()
         if self.state == "foreign" or (self.state == "legacy" and not legacy_ok):
             refuse_foreign(self.path, kind, flag, verb)
         if self.state in ("ours", "legacy") and existing == "refuse":
             raise SynthsteerError(f"{flag} {self.path}: already exists")
         self._lock = None
         self._added: list[Path] = []
+
+    def _entries(self) -> set[str]:
+        return {p.name for p in self.path.iterdir()} - set(COMMON) if self.path.is_dir() else set()
+
+    def changed_by_us(self) -> None:
+        """Say that this process changed the directory since the check (a repaired swap), so that
+        open() does not take it for another process's work."""
+        self._seen = self._entries()
 
     def open(self) -> Claim:
         if self._lock is not None:
@@ -207,6 +216,9 @@ class Claim:
             if not (self.path / ".lock").exists():
                 self._added.append(self.path / ".lock")
             self._lock = lock(self.path, self.flag, self.kind)
+            if self._entries() - self._seen:  # another process wrote here between the check and the lock
+                raise SynthsteerError(f"{self.flag} {self.path}: another process wrote into it meanwhile; look at "
+                                      "what it holds, then rerun")
             if marker_kind(self.path) != self.kind:
                 self._added.append(self.path / MARKER)
                 write_marker(self.path, self.kind)

@@ -109,20 +109,24 @@ class BlockGenerator:
         self._check_context([0])
 
     def _check_context(self, indices: list[int]) -> None:
-        """Refuse requests whose prefix and --max-new-tokens together exceed the LM's context, with the
-        limit: before the run directory is touched (record 0), and again for every block."""
+        """Refuse what cannot fit the LM's context before the run directory is touched: --max-new-tokens
+        itself, and record 0's requests (a probe; `records` checks every block again)."""
         from .lm import check_fits_context
         from .randomness import sample_key
 
         check_fits_context(self.lm, self.config.max_new_tokens + 1, "--max-new-tokens (after at least one prompt token)")
-        if not indices:
-            return
         # a probe, not a record: STEER's note of what its length cap dropped must not count it
         dropped = getattr(self.method, "dropped", None)
         dropped = list(dropped) if dropped is not None else None
         requests, _ = self.method.requests(indices, [sample_key(self.config.seed, i) for i in indices])
         if hasattr(self.method, "dropped"):
             self.method.dropped = dropped
+        self._check_fits(requests)
+
+    def _check_fits(self, requests) -> None:
+        """Every branch's prefix and --max-new-tokens within the LM's context, or one line with the limit."""
+        from .lm import check_fits_context
+
         longest = max(len(p.ids or ()) + (0 if p.embeds is None else p.embeds.shape[0])
                       for r in requests for p in r.branches.values())
         check_fits_context(self.lm, longest + self.config.max_new_tokens,
@@ -138,12 +142,7 @@ class BlockGenerator:
         config = self.config
         keys = [sample_key(config.seed, i) for i in indices]
         requests, prov = self.method.requests(indices, keys)
-        if not self.method.uses_pool:
-            longest = max(len(p.ids or ()) + (0 if p.embeds is None else p.embeds.shape[0])
-                          for r in requests for p in r.branches.values())
-            from .lm import check_fits_context
-
-            check_fits_context(self.lm, longest + config.max_new_tokens, f"the prompt ({longest} tokens) + --max-new-tokens")
+        self._check_fits(requests)  # a few-shot draw of a later record may be longer than record 0's
         results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids)
         texts = self.lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
         records = [{
@@ -261,7 +260,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
         run = RunDir(config.out, pool.settings, info={"n_requested": config.n, "synthsteer_version": __version__,
                                                       "config": asdict(config)},
                      inputs=(config.data, config.prompt, config.expert, config.model),
-                     guards=getattr(pool, "guards", {}))
+                     guards=pool.guards)
         try:
             with log_file(run.path):
                 log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} "

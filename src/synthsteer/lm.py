@@ -61,7 +61,7 @@ def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
     source = {"gguf": path.name, "sha256": sha}
     out = gguf_cache_dir(sha)
     marker = out / GGUF_MARKER
-    if marker.exists() and read_json(marker).get("sha256") == sha:
+    if _cache_intact(out, marker, sha):
         return out, source
     if progress:
         log.info(f"converting {path.name} into {out} (once; later loads reuse it)")
@@ -85,8 +85,23 @@ def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / GGUF_MARKER, source)
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        write_json(tmp / GGUF_MARKER, {**source, "sizes": sizes})
     return out, source
+
+
+def _cache_intact(out: Path, marker: Path, sha: str) -> bool:
+    """Whether a converted GGUF directory is the whole conversion of this file: its record names the
+    file's sha256 and every file has the size it was written with (a torn or edited cache is rebuilt;
+    its content is covered by the LM fingerprint every artifact checks)."""
+    try:
+        record = read_json(marker)
+    except (OSError, ValueError):
+        return False
+    sizes = record.get("sizes") if isinstance(record, dict) else None
+    if not isinstance(sizes, dict) or record.get("sha256") != sha:
+        return False
+    return all((out / name).is_file() and (out / name).stat().st_size == size for name, size in sizes.items())
 
 
 def resolve_model(name: str, *, progress: bool = True) -> tuple[str, dict | None]:

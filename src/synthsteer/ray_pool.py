@@ -102,7 +102,9 @@ class _Worker:
             self.error = str(e)
 
     def settings(self) -> tuple[dict | None, str | None]:
-        return (self.generator.settings if self.generator else None), self.error
+        """The run's settings and its guards (the data's hash) together, or the error that stopped loading."""
+        return ({**self.generator.settings, "__guards__": self.generator.guards} if self.generator else None), \
+            self.error
 
     def records(self, pool: list[list[dict]], indices: list[int]) -> tuple[list[dict], int]:
         return self.generator.records(pool, indices)
@@ -156,6 +158,7 @@ class RayPool:
             self.close()
             raise SynthsteerError("the Ray workers disagree on the run's settings (different synthsteer, transformers "
                                   "or model versions on the nodes?); give every node the same environment")
+        self.guards = self.settings.pop("__guards__")  # a rerun must share them; not part of the settings
         log.info(f"ray: {n} worker(s), {cpus} CPU(s) and {gpus} GPU(s) each")
 
     @property

@@ -255,6 +255,7 @@ def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, 
                               "replace it")
     if started:
         restore_interrupted(state, "state.json")  # a kill between the two renames of a checkpoint's swap
+        claim.changed_by_us()
     if resume and started and ((out / meta_file).exists() or (state / meta_file).exists()):
         source = state / meta_file if (state / meta_file).exists() else out / meta_file
         try:
