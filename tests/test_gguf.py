@@ -34,10 +34,24 @@ def test_conversion_is_cached_and_reused(smollm2):
     folder, source = resolve_model("smollm2")
     f = Path(folder) / GGUF_MARKER
     marker = json.loads(f.read_text())
-    assert marker == source and (f.parent / "model.safetensors").exists()
+    assert {k: marker[k] for k in source} == source and (f.parent / "model.safetensors").exists()
+    assert marker["sizes"]["model.safetensors"] == (f.parent / "model.safetensors").stat().st_size
     mtime = f.stat().st_mtime_ns
     again, _ = resolve_model("smollm2")
     assert again == folder and f.stat().st_mtime_ns == mtime  # reused, not converted again
+
+
+def test_a_torn_conversion_is_not_used(tmp_path):
+    from synthsteer.lm import _cache_intact
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    marker = tmp_path / GGUF_MARKER
+    marker.write_text(json.dumps({"sha256": "s", "sizes": {"model.safetensors": 10}}))
+    assert _cache_intact(tmp_path, marker, "s") and not _cache_intact(tmp_path, marker, "t")
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 4)  # cut short by a full disk or a kill
+    assert not _cache_intact(tmp_path, marker, "s")
+    marker.write_text(json.dumps({"sha256": "s"}))  # converted before sizes were recorded: converted again
+    assert not _cache_intact(tmp_path, marker, "s")
 
 
 def test_gguf_file_path_and_a_cache_whose_hash_differs(smollm2, tmp_path, monkeypatch):

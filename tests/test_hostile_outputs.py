@@ -21,12 +21,12 @@ def _edit_json(path: Path, edit) -> None:
     path.write_text(json.dumps(meta))
 
 
-def _restamp_sha(folder: Path, meta_file: str, weights: str) -> None:
-    """Record the weights' current sha256, so that the damage is found by the reader, not the hash."""
+def _restamp_sha(folder: Path, meta_file: str, weights: str, key: str = "weights_sha256") -> None:
+    """Record the file's current sha256, so that the damage is found by the reader, not the hash."""
     import hashlib
 
     sha = hashlib.sha256((folder / weights).read_bytes()).hexdigest()
-    _edit_json(folder / meta_file, lambda m: m.update(weights_sha256=sha))
+    _edit_json(folder / meta_file, lambda m: m.update({key: sha}))
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,13 @@ def d(tmp_path_factory):
     shutil.copytree(GOLDEN / "prompt", d / "prompt_stray")
     (d / "prompt_stray" / "notes.txt").write_text("mine")
     shutil.copytree(GOLDEN / "prompt", d / "prompt_beside")
-    (d / "prompt_beside.new").mkdir()
-    (d / "prompt_beside.new" / "keep.txt").write_text("mine")
+    (d / ".prompt_beside.synthsteer-new").mkdir()
+    (d / ".prompt_beside.synthsteer-new" / "keep.txt").write_text("mine")
+    # the user's own, finished prompts that happen to be called NAME.old and NAME.new
+    for name in ("keep", "keep.old", "keep.new"):
+        shutil.copytree(GOLDEN / "prompt", d / name)
+    shutil.copytree(GOLDEN / "prompt", d / "keep3")
+    (d / ".keep3.synthsteer-old").symlink_to(d / "prompt")
     shutil.copytree(GOLDEN / "prompt", d / "prompt_legacy")
     (d / "prompt_legacy" / ".synthsteer.json").unlink()
     # an export folder of the Hub's layout that synthsteer did not write, and a parent holding a run
@@ -68,8 +73,8 @@ def d(tmp_path_factory):
     (d / "hub_layout" / "README.md").write_text("# my dataset")
     (d / "parent").mkdir()
     shutil.copytree(GOLDEN / "runs" / "plain", d / "parent" / "run")
-    (d / ".export_busy.partial").mkdir()
-    (d / ".export_busy.partial" / "keep.txt").write_text("mine")
+    (d / ".export_busy.synthsteer-new").mkdir()
+    (d / ".export_busy.synthsteer-new" / "keep.txt").write_text("mine")
     # a symlink loop
     (d / "loop").symlink_to(d / "loop")
 
@@ -152,6 +157,10 @@ def d(tmp_path_factory):
     for name, (file, edit) in experts.items():
         shutil.copytree(GOLDEN / "expert", d / f"expert_{name}")
         _edit_json(d / f"expert_{name}" / file, edit)
+        if file == "adapter_config.json":
+            _restamp_sha(d / f"expert_{name}", "synthsteer_expert.json", file, "adapter_config_sha256")
+    shutil.copytree(GOLDEN / "expert", d / "expert_alpha_edited")  # changes every output, not the weights
+    _edit_json(d / "expert_alpha_edited" / "adapter_config.json", lambda m: m.update(lora_alpha=4000))
     shutil.copytree(GOLDEN / "expert", d / "expert_adapter_not_json")
     (d / "expert_adapter_not_json" / "adapter_config.json").write_text("{nope")
     shutil.copytree(GOLDEN / "expert", d / "expert_bin_only")
@@ -204,8 +213,12 @@ def _cases(d: Path) -> list[Case]:
              "fit --overwrite over an unmarked (older) prompt"),
         Case([*fit, "--overwrite", "--out", str(d / "prompt_stray")], "holds 'notes.txt'",
              "fit --overwrite over a prompt holding a user's file"),
-        Case([*fit, "--overwrite", "--out", str(d / "prompt_beside")], "prompt_beside.new is in the way",
-             "fit --overwrite with a user's NAME.new beside"),
+        Case([*fit, "--overwrite", "--out", str(d / "prompt_beside")], ".prompt_beside.synthsteer-new is in the way",
+             "fit --overwrite with a user's directory in its swap place"),
+        Case([*fit, "--out", str(d / "keep")], "already exists; pass --resume",
+             "fit beside the user's own keep.old and keep.new (neither is moved)"),
+        Case([*fit, "--overwrite", "--out", str(d / "keep3")], ".keep3.synthsteer-old is in the way",
+             "fit --overwrite with a symlink in its swap place"),
         Case([*fit, "--out", str(d)], "contains the input", "fit --out the folder holding --data"),
         Case([*fit, "--out", str(d / "q.jsonl")], "exists and is a file", "fit --out the data file"),
         Case([*fit, "--out", str(d / "loop")], "a symlink loop", "fit --out a symlink loop"),
@@ -258,8 +271,8 @@ def _cases(d: Path) -> list[Case]:
              "export --overwrite over a user's parquet"),
         Case(["export", run, "--to", str(d / "notes.jsonl")], "already exists; pass --overwrite",
              "export over a file without --overwrite"),
-        Case(["export", run, "--to", str(d / "export_busy")], ".export_busy.partial is in the way",
-             "export with a user's .NAME.partial beside"),
+        Case(["export", run, "--to", str(d / "export_busy")], ".export_busy.synthsteer-new is in the way",
+             "export with a user's directory in its swap place"),
         Case(["export", run, "--to", "hub:my org/x"], "use hub:ORG/NAME", "hub name with a space"),
         Case(["export", run, "--to", "hub:../x"], "use hub:ORG/NAME", "hub name with .."),
         Case(["export", run, "--to", "hub:a/b/c"], "use hub:ORG/NAME", "hub name with two slashes"),
@@ -295,6 +308,7 @@ def _cases(d: Path) -> list[Case]:
         *[Case([*steer, str(d / f"expert_{name}"), "--out", str(d / "out_steer")], expected, f"expert {name}")
           for name, expected in (
               ("r_mismatch", "not rank r=3 as adapter_config.json says"),
+              ("alpha_edited", "adapter_config.json does not match the sha256 it records"),
               ("r_string", "'r' must be an integer"),
               ("peft_unknown", "peft_type is 'MAGIC'"),
               ("lm_string", "'lm' must be an object"),
@@ -334,7 +348,12 @@ def _cases(d: Path) -> list[Case]:
              "fit --prompt-length 1500"),
         Case([*fit, "--max-length", "5000", "--out", str(d / "out_p")], "do not fit the context of tiny",
              "fit --max-length 5000"),
-        Case([*fit, "--mlp-hidden", str(10**8), "--out", str(d / "out_p")], "GiB", "a soft prompt beyond memory"),
+        Case([*fit, "--mlp-hidden", str(10**8), "--out", str(d / "out_p")], "--mlp-hidden must be at most 65536",
+             "--mlp-hidden beyond any prompt"),
+        Case([*fit, "--mlp-layers", str(2**63), "--out", str(d / "out_p")], "--mlp-layers must be at most 64",
+             "--mlp-layers 2**63"),
+        Case([*fit, "--prompt-length", "900", "--max-length", "16", "--mlp-hidden", "65536", "--mlp-layers", "64",
+              "--out", str(d / "out_p")], "GiB, more than this machine's", "a soft prompt beyond memory"),
         Case([*expert, "--instruction", "word " * 3000, "--out", str(d / "out_i")], "do not fit the context",
              "expert with an instruction beyond the context"),
     ]

@@ -237,3 +237,18 @@ def test_export_replaces_its_own_exports_only(tmp_path):
         main_ok(["export", run, "--to", str(tmp_path / target), "--overwrite"])
     assert json.loads((tmp_path / "ds" / ".synthsteer.json").read_text())["kind"] == "export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "x.jsonl", "x.parquet"]  # no .partial or .old left
+
+
+def test_overwrite_never_touches_the_users_own_name_old_and_name_new(lm_dir, small_jsonl, tmp_path):
+    cfg = FitConfig(data=str(small_jsonl), field="question", model=str(lm_dir), device="cpu", steps=2, batch_size=4,
+                    prompt_length=4, mlp_hidden=8, out=str(tmp_path / "keep"))
+    for name in ("keep.old", "keep.new", ".keep.synthsteer-old-copy"):
+        fit_soft_prompt(FitConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "seed": 7}), progress=False)
+    fit_soft_prompt(cfg, progress=False)
+    others = snapshot(*(tmp_path / n for n in ("keep.old", "keep.new", ".keep.synthsteer-old-copy")))
+    fit_soft_prompt(cfg, overwrite=True, progress=False)
+    assert snapshot(*(tmp_path / n for n in ("keep.old", "keep.new", ".keep.synthsteer-old-copy"))) == others
+    shutil.rmtree(tmp_path / "keep")  # a swap half of a marked prompt without its role is not a leftover either
+    (tmp_path / ".keep.synthsteer-old-copy").rename(tmp_path / ".keep.synthsteer-old")
+    fit_soft_prompt(cfg, progress=False)
+    assert (tmp_path / ".keep.synthsteer-old").is_dir() and (tmp_path / "keep" / "prompt.safetensors").exists()

@@ -24,16 +24,23 @@ def check_out(path, flag: str = "--out") -> None:
 
     p = Path(path).expanduser()
     try:
+        if not p.absolute().name:
+            raise SynthsteerError(f"{flag} {path}: the file system's root; name a directory under it")
         p.resolve(strict=False)
-    except (RuntimeError, OSError):  # Python raises RuntimeError on a symlink loop
+    except RuntimeError:  # Python raises RuntimeError on a symlink loop
         raise SynthsteerError(f"{flag} {path}: a symlink loop") from None
-    if p.is_symlink() and not p.exists():
-        raise SynthsteerError(f"{flag} {path}: a symlink to nothing ({os.readlink(p)})")
-    if p.exists() and not p.is_dir():
-        raise SynthsteerError(f"{flag} {path}: exists and is a file, not a directory")
-    parent = p
-    while not parent.exists() and not parent.is_symlink():
-        parent = parent.parent
+    except OSError as e:  # a name too long, and the like
+        raise SynthsteerError(f"{flag} {path}: not a usable path ({e.strerror})") from None
+    try:
+        if p.is_symlink() and not p.exists():
+            raise SynthsteerError(f"{flag} {path}: a symlink to nothing ({os.readlink(p)})")
+        if p.exists() and not p.is_dir():
+            raise SynthsteerError(f"{flag} {path}: exists and is a file, not a directory")
+        parent = p
+        while not parent.exists() and not parent.is_symlink():
+            parent = parent.parent
+    except OSError as e:
+        raise SynthsteerError(f"{flag} {path}: not a usable path ({e.strerror})") from None
     if not parent.is_dir():
         raise SynthsteerError(f"{flag} {path}: {parent} is a file, so nothing can be created under it")
     try:
@@ -80,11 +87,13 @@ def foreign_entries(path: Path, kind: str) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir() if not any(fnmatch.fnmatchcase(p.name, a) for a in allowed))
 
 
-def write_marker(path: Path, kind: str) -> None:
+def write_marker(path: Path, kind: str, role: str | None = None) -> None:
+    """Say that synthsteer wrote `path` as a `kind` (`role`: "new"/"old" for the two halves of a swap)."""
     from ._version import __version__
 
     write_json(Path(path) / MARKER, {"kind": kind, "synthsteer_version": __version__, "files": list(KINDS[kind]),
-                                     "note": "written by synthsteer: what it may replace in this directory"})
+                                     "note": "written by synthsteer: what it may replace in this directory",
+                                     **({"role": role} if role else {})})
 
 
 def ownership(path: Path, kind: str) -> str:
@@ -257,23 +266,58 @@ class Claim:
         self.close(failed=isinstance(value, (SynthsteerError, OSError)))
 
 
-def scratch_dir(path: Path, kind: str, flag: str = "--out") -> Path:
-    """A fresh, marked directory at `path` beside an output (the `.new`/`.partial` a replacement is
-    built in): an earlier one synthsteer left behind is removed first, anything else is refused."""
-    path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink() or marker_kind(path) != kind:
-            raise SynthsteerError(f"{flag}: {path} is in the way and synthsteer did not write it; move it away")
-        shutil.rmtree(path)
+def swap_paths(final: Path) -> tuple[Path, Path]:
+    """Where a replacement of `final` is built (`new`) and where the old one waits while they swap
+    (`old`): hidden names beside it that nobody picks for a directory of their own."""
+    p = Path(final).absolute()
+    return p.with_name(f".{p.name}.synthsteer-new"), p.with_name(f".{p.name}.synthsteer-old")
+
+
+def marker_role(path: Path) -> str | None:
+    try:
+        m = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return m.get("role") if isinstance(m, dict) else None
+
+
+def check_swap_room(final: Path, kind: str, flag: str) -> None:
+    """Refuse a replacement of `final` when its swap places hold anything but synthsteer's leftovers."""
+    for beside, role in zip(swap_paths(final), ("new", "old")):
+        if (beside.exists() or beside.is_symlink()) and (beside.is_symlink() or not beside.is_dir() or
+                                                         marker_kind(beside) != kind or marker_role(beside) != role):
+            raise SynthsteerError(f"{flag} {final}: {beside} is in the way and synthsteer did not leave it there; "
+                                  "move it away")
+
+
+def scratch_dir(final: Path, kind: str, flag: str = "--out") -> Path:
+    """A fresh, marked directory in which a replacement of `final` is built; the leftover of an
+    earlier attempt is removed first, anything else there is refused."""
+    check_swap_room(final, kind, flag)
+    path = swap_paths(final)[0]
+    remove_ours(path, kind, "new")
     path.mkdir(parents=True)
-    write_marker(path, kind)
+    write_marker(path, kind, role="new")
     return path
 
 
-def remove_ours(path: Path, kind: str) -> None:
-    """Delete a directory only when its marker says synthsteer wrote it as `kind`."""
+def swap_in(final: Path, work: Path, kind: str) -> None:
+    """Replace `final` by `work` (its scratch_dir): readers see the old result or the new one, and a
+    kill between the two renames is repaired by `restore_interrupted`."""
+    old = swap_paths(final)[1]
+    remove_ours(old, kind, "old")
+    if Path(final).exists():
+        write_marker(final, kind, role="old")
+        os.replace(final, old)
+    os.replace(work, final)
+    write_marker(final, kind)
+    remove_ours(old, kind, "old")
+
+
+def remove_ours(path: Path, kind: str, role: str | None = None) -> None:
+    """Delete a directory only when its marker says synthsteer wrote it as `kind` (in `role`)."""
     path = Path(path)
-    if path.is_dir() and not path.is_symlink() and marker_kind(path) == kind:
+    if path.is_dir() and not path.is_symlink() and marker_kind(path) == kind and marker_role(path) == role:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -295,13 +339,20 @@ def read_json(path: Path):
 
 
 def restore_interrupted(path: Path, meta: str, kind: str | None = None) -> None:
-    """Undo a swap that a kill cut in two: `path` already moved aside to `.old`, its replacement not
-    yet moved in. The old version is whole, so it comes back (when it holds `meta`, and, for a
-    top-level output, the marker of `kind`: a user's own `NAME.old` is never moved)."""
+    """Undo a swap that a kill cut in two: `path` already moved aside, its replacement not yet moved
+    in. The old version is whole, so it comes back. A top-level output (`kind` given) waits in its
+    swap place with a marker saying so (`swap_in`): a user's own directory is never moved. Inside an
+    output (a checkpoint, `kind` None) the old one is `NAME.old`, as `atomic_dir` leaves it."""
     path = Path(path)
-    old = path.with_name(path.name + ".old")
-    if not path.exists() and (old / meta).exists() and (kind is None or marker_kind(old) == kind):
+    if kind is None:
+        old = path.with_name(path.name + ".old")
+        if not path.exists() and (old / meta).exists():
+            os.replace(old, path)
+        return
+    old = swap_paths(path)[1]
+    if not path.exists() and (old / meta).exists() and marker_kind(old) == kind and marker_role(old) == "old":
         os.replace(old, path)
+        write_marker(path, kind)
 
 
 @contextmanager

@@ -296,8 +296,27 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
     """Run a command line built here (also tools/pretrain_tiny.py's): user errors are one line, exit 2."""
+    try:  # recent typer vendors its own copy of click, with Abort (Ctrl-C) in typer.exceptions
+        from typer._click import exceptions as cx
+        from typer.exceptions import Abort
+    except ImportError:
+        from click import exceptions as cx
+        from click.exceptions import Abort
+
     try:
-        typer_app(args=argv, standalone_mode=True)
+        code = typer_app(args=argv, standalone_mode=False)
+    except cx.NoArgsIsHelpError as e:
+        print(e.ctx.get_help())
+        sys.exit(0)
+    except cx.UsageError as e:  # a flag click could not parse (`--n 1e3`, an unknown flag): one line too
+        print(f"error: {e.format_message().strip().splitlines()[0]} (--help lists the flags)", file=sys.stderr)
+        sys.exit(2)
+    except cx.ClickException as e:
+        print(f"error: {e.format_message().strip().splitlines()[0]}", file=sys.stderr)
+        sys.exit(e.exit_code or 2)
+    except Abort:  # click's name for Ctrl-C
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except SynthsteerError as e:
         if _state["debug"]:
             raise
@@ -314,6 +333,7 @@ def run(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode did: callers see SystemExit
 
 
 if __name__ == "__main__":

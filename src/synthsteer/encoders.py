@@ -23,7 +23,11 @@ DEFAULT_ENCODER = "minilm"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SYNTHSTEER_CACHE", Path.home() / ".cache" / "synthsteer"))
+    """$SYNTHSTEER_CACHE (an empty value means unset: never the current directory), else ~/.cache/synthsteer."""
+    root = Path(os.environ.get("SYNTHSTEER_CACHE") or Path.home() / ".cache" / "synthsteer").expanduser()
+    if root.exists() and not root.is_dir() or any(p.exists() and not p.is_dir() for p in root.parents):
+        raise SynthsteerError(f"SYNTHSTEER_CACHE={root}: not a directory; point it at one (or unset it)")
+    return root
 
 
 class SentenceEncoder:
@@ -41,8 +45,9 @@ class SentenceEncoder:
         refuse_pickles(path, "--encoder")
         try:
             self.model = SentenceTransformer(path, device=str(device), model_kwargs={"use_safetensors": True})
-        except (OSError, ValueError) as e:
-            raise SynthsteerError(f"--encoder {spec}: could not load a sentence-transformers model ({e})") from None
+        except Exception as e:  # sentence-transformers and the hub raise many types for a path that is not a model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SynthsteerError(f"--encoder {spec!r}: could not load a sentence-transformers model ({first})") from None
         self.spec, self.batch_size = spec, batch_size
         self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
             else self.model.get_sentence_embedding_dimension()
@@ -77,6 +82,8 @@ class LMMeanEncoder:
 def load_encoder(spec: str = DEFAULT_ENCODER, *, lm=None, device: str | torch.device = "cpu"):
     """Build the encoder named by `spec`: `minilm`, `lm-mean` (needs `lm`), or a sentence-transformers
     id or path."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise SynthsteerError(f"--encoder {spec!r}: name minilm, lm-mean or a sentence-transformers id/path")
     if spec == "lm-mean":
         if lm is None:
             raise SynthsteerError("--encoder lm-mean needs the LM")
@@ -97,6 +104,8 @@ def encode_cached(encoder, texts: list[str], *, cache_dir: Path | None = None, p
         if emb is not None:
             return emb
     emb = encoder.encode(texts, progress=progress)
+    if path.exists() and (path.is_symlink() or not path.is_file()):
+        return emb  # something else sits where the entry goes: use the embeddings, leave it alone
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: DDP ranks may embed the same texts at once
     emb = emb.contiguous()

@@ -248,7 +248,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
                               f"authenticity classifier's {MIN_SAMPLES}-fold cross-validation needs {MIN_SAMPLES} "
                               "per side)")
     from .artifacts import Claim
+    from .lm import encoder_device
 
+    encoder_device(config.device)  # --device cuda on a machine without one: refused before any work
     # the report goes into a directory of its own: never into a run, a prompt or the data it reads
     claim = Claim(config.out, "eval", inputs=(config.real, config.train, *(_split_name(s)[1] for s in config.synthetic)),
                   verb="write a report into")
@@ -291,8 +293,9 @@ def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: boo
                                                          template=config.template))] if config.train else None
 
     from .encoders import encode_cached, load_encoder  # torch: only when evaluating, not for --help
+    from .lm import encoder_device
 
-    encoder = load_encoder(config.encoder, device=config.device if config.device != "auto" else "cpu")
+    encoder = load_encoder(config.encoder, device=encoder_device(config.device))
     t_feat = time.time()
     real_feats = encode_cached(encoder, real.texts, progress=progress).numpy()
     feats = {s.name: encode_cached(encoder, s.texts, progress=progress).numpy() for s in sets}

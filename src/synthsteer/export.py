@@ -230,7 +230,7 @@ def export_runs(config: ExportConfig) -> str:
     export itself; neither may be, contain or sit inside a run or report being exported."""
     from datasets import Dataset
 
-    from .artifacts import Claim, check_disjoint, lock, marker_kind, remove_ours, scratch_dir
+    from .artifacts import Claim, check_disjoint, check_swap_room, lock, remove_ours, scratch_dir, swap_in, swap_paths
 
     from .runs import read_manifest
 
@@ -244,9 +244,7 @@ def export_runs(config: ExportConfig) -> str:
         claim = Claim(target, "export", flag="--to", inputs=inputs, verb="replace", legacy_ok=False)
         if claim.state == "ours" and not config.overwrite:
             raise SynthsteerError(f"--to {target}: already exists; pass --overwrite to replace it")
-        for beside in (target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")):
-            if (beside.exists() or beside.is_symlink()) and marker_kind(beside) != "export":
-                raise SynthsteerError(f"--to {target}: {beside} is in the way and synthsteer did not write it")
+        check_swap_room(target, "export", "--to")
     elif config.format != "hub":
         if target.is_dir():
             raise SynthsteerError(f"--to {target}: is a directory; a .{config.format} file goes there")
@@ -265,18 +263,15 @@ def export_runs(config: ExportConfig) -> str:
     if config.format == "hub":
         return _hub_push(config, dataset, card, manifests)
     if config.format == "dir":
-        tmp = scratch_dir(target.with_name(f".{target.name}.partial"), "export", "--to")
+        if swap_paths(target)[0].is_dir():  # another export building there right now is refused, not removed
+            lock(swap_paths(target)[0], "--to", "export").close()
+        tmp = scratch_dir(target, "export", "--to")
         held = lock(tmp, "--to", "export")
         try:
             _write_folder(tmp, dataset, card, config.split)
-            old = target.with_name(f".{target.name}.old")
-            if claim.state != "absent":
-                remove_ours(old, "export")
-                os.replace(target, old)
-            os.replace(tmp, target)  # readers see the old export or the new one, never half of one
-            remove_ours(old, "export")
+            swap_in(target, tmp, "export")
         except BaseException:
-            remove_ours(tmp, "export")
+            remove_ours(tmp, "export", "new")
             raise
         finally:
             held.close()

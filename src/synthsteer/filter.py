@@ -58,6 +58,10 @@ def filter_run(config: FilterConfig) -> dict:
     """Write the kept records of `config.run` to `config.out`; returns counts of what was dropped."""
     if not config.run:
         raise SynthsteerError("filter needs the run directory to filter")
+    if config.label_consistent:
+        from .lm import encoder_device
+
+        encoder_device(config.device)  # --device cuda on a machine without one: refused before any work
     inputs = (config.run, config.decontaminate, config.label_consistent)
     Claim(config.out, "run", inputs=inputs, verb="add records to")  # refused now, not after the work
     records = checked_records(config.run)
@@ -102,6 +106,7 @@ def filter_run(config: FilterConfig) -> dict:
 def _label_consistent(records: list[dict], config: FilterConfig) -> tuple[list[dict], int]:
     """The records whose label the judge (trained on the labelled real data) agrees with."""
     from .encoders import encode_cached, load_encoder
+    from .lm import encoder_device
     from .metrics import label_classifier
 
     field = config.label_field
@@ -111,7 +116,7 @@ def _label_consistent(records: list[dict], config: FilterConfig) -> tuple[list[d
     labels = [r.get(field, r.get("provenance", {}).get(field)) for r in records]
     if any(lab is None for lab in labels):
         raise SynthsteerError(f"{config.run}: records carry no {field!r} (generate with --label-field {field})")
-    encoder = load_encoder(config.encoder, device=config.device if config.device != "auto" else "cpu")
+    encoder = load_encoder(config.encoder, device=encoder_device(config.device))
     judge = label_classifier(encode_cached(encoder, [r.text for r in real]).numpy(), [r.meta[field] for r in real])
     if judge is None:
         raise SynthsteerError(f"--label-consistent {config.label_consistent}: the real rows have one label only")

@@ -75,7 +75,7 @@ def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except Exception as e:  # the gguf reader raises struct.error, ValueError, KeyError... on a torn file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SynthsteerError(f"--model {path}: transformers could not read this GGUF file ({first})") from None
     quantizer = getattr(model, "hf_quantizer", None)
@@ -133,6 +133,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device != "cpu" and not device.startswith("cuda"):
         raise SynthsteerError(f"--device {device}: use auto, cpu or cuda")
     return torch.device(device)
+
+
+def encoder_device(device: str) -> str:
+    """Where eval's and filter's featurizer runs: `auto` is the CPU (its batches are small), anything
+    else is checked like --device of the LM."""
+    return "cpu" if device == "auto" else str(resolve_device(device))
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

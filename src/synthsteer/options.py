@@ -10,6 +10,7 @@ nothing heavy (no torch), so `synthsteer --help` stays fast.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 
 from .errors import SynthsteerError
@@ -36,10 +37,34 @@ def _interval(m: dict) -> str:
     return f"in {lo}, {hi}"
 
 
+# fields that name a path: a leading ~ means the home directory for reading and writing alike
+PATH_FIELDS = {"out", "data", "prompt", "expert", "model", "real", "train", "run", "to", "report", "decontaminate",
+               "label_consistent", "encoder", "path", "synthetic", "runs"}
+
+
+def _text(config, f, v):
+    """A string value as every later step needs it: valid UTF-8 (a path of undecodable bytes would break
+    the JSON that records it, half-way through a run), with ~ expanded in a path."""
+    items = v if isinstance(v, tuple) else (v,)
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SynthsteerError(f"{flag(f.name)} {item!r}: holds bytes that are not UTF-8") from None
+    if f.name in PATH_FIELDS:
+        expanded = tuple(os.path.expanduser(x) if isinstance(x, str) and x.startswith("~") else x for x in items)
+        if expanded != items:
+            object.__setattr__(config, f.name, expanded if isinstance(v, tuple) else expanded[0])
+
+
 def validate(config) -> None:
     """Check every field of `config` against its metadata."""
     for f in fields(config):
         m, v = f.metadata, getattr(config, f.name)
+        if isinstance(v, (str, tuple)):
+            _text(config, f, v)
+            v = getattr(config, f.name)
         if not m or v is None:
             continue
         name = flag(f.name)

@@ -67,10 +67,23 @@ def _repair(shard: Path) -> list[dict]:
     return records
 
 
+def shards(path: Path, pattern: str = "records-*.jsonl") -> list[Path]:
+    """A run's shard files, in order. synthsteer writes them as plain files: a symlink (it could lead to
+    a file of the user's, which an append would grow), a directory, a FIFO or a device is refused."""
+    found = sorted(Path(path).glob(pattern))
+    for shard in found:
+        if shard.is_symlink() or not shard.is_file():
+            raise SynthsteerError(f"{shard}: not a plain file (a symlink, directory, FIFO or device); a run's shards "
+                                  "are files synthsteer wrote")
+    return found
+
+
 def read_manifest(path: Path) -> dict:
     """A run's manifest.json, checked: an object with its settings (an object naming the method) and
     their hash; every damage is one line naming the file and the field."""
     where = Path(path) / "manifest.json"
+    if where.is_symlink() or (where.exists() and not where.is_file()):
+        raise SynthsteerError(f"{where}: not a plain file (a symlink, directory or device)")
     try:
         manifest = read_json(where)
     except FileNotFoundError:
@@ -126,7 +139,7 @@ class RunDir:
                                       "changed since); restore it, or use a new --out")
         self.claim.open()  # locked before a torn line is cut: only the one writer repairs
         try:
-            self.shards = sorted(self.path.glob("records-*.jsonl"))
+            self.shards = shards(self.path)
             self.ids: set[str] = set()
             self._count_last = 0
             for shard in self.shards:
@@ -172,7 +185,7 @@ class RunDir:
 def read_records(path: str | Path) -> list[dict]:
     """Every record line of a run, checked (UTF-8, a JSON object with id, index and text), in file order."""
     records = []
-    for shard in sorted(Path(path).glob("records-*.jsonl")):
+    for shard in shards(path):
         raw = shard.read_bytes()
         for lineno, line in enumerate(raw.split(b"\n"), 1):
             if line.strip():

@@ -56,12 +56,23 @@ def stamp(config: StampConfig) -> list[str]:
 
         meta_file, weights = (("config.json", "prompt.safetensors") if kind == "prompt"
                               else (META, "adapter_model.safetensors"))
-        meta = read_meta(path / meta_file, f"stamp {path}")
-        if not isinstance(meta.get("lm"), dict):
-            raise SynthsteerError(f"stamp {path}: {meta_file} lacks its 'lm'")
-        if not meta.get("weights_sha256"):
-            meta["weights_sha256"] = sha256_file(path / weights)
-            added.append(f"the sha256 of {weights}")
+        if kind == "prompt":
+            from .softsrv.prompt import read_prompt_meta
+
+            _, meta = read_prompt_meta(path, f"stamp {path}")
+        else:
+            from .steer.expert import read_expert_meta
+
+            meta = read_expert_meta(path, f"stamp {path}")
+            meta.pop("adapter")
+        hashed = {"weights_sha256": weights, **({"adapter_config_sha256": "adapter_config.json"} if kind == "expert"
+                                                else {})}
+        for key, file in hashed.items():
+            if not meta.get(key):
+                if not (path / file).is_file() or (path / file).is_symlink():
+                    raise SynthsteerError(f"stamp {path}: {file} is missing or not a plain file")
+                meta[key] = sha256_file(path / file)
+                added.append(f"the sha256 of {file}")
         if "weights_sha256" not in meta["lm"]:
             from .lm import FINGERPRINT_KEYS
 
@@ -75,6 +86,11 @@ def stamp(config: StampConfig) -> list[str]:
             added.append(f"the fingerprint of {lm.name}'s weights")
         if added:
             write_json(path / meta_file, meta)
+    if kind == "run":
+        from .runs import read_manifest, read_records
+
+        read_manifest(path)  # a run only when its manifest and every record line read as one
+        read_records(path)
     if not (path / MARKER).exists():
         write_marker(path, kind)
         added.append("synthsteer's marker")

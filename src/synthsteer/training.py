@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .artifacts import (COMMON, Claim, atomic_dir, check_out, marker_kind, read_json, remove_ours,
-                        restore_interrupted, scratch_dir, sha256_file, write_json)
+from .artifacts import (COMMON, Claim, atomic_dir, check_out, check_swap_room, read_json, remove_ours,
+                        restore_interrupted, scratch_dir, sha256_file, swap_in, swap_paths, write_json)
 from .errors import SynthsteerError
 from .options import TrainConfig, flag  # noqa: F401  (TrainConfig: the shared training options, re-exported)
 from .randomness import Stream, stream_key
@@ -216,23 +216,19 @@ class Output:
         if distributed()[0] == 0:
             self.claim.__enter__()
             if self.work != self.final:
-                scratch_dir(self.work, self.claim.kind)
+                scratch_dir(self.final, self.claim.kind)
         return self
 
     def __exit__(self, kind, value, tb) -> None:
         if distributed()[0] != 0:
             return
         if kind is not None and self.work != self.final:  # the old result stays; the half-built one goes
-            remove_ours(self.work, self.claim.kind)
+            remove_ours(self.work, self.claim.kind, "new")
         self.claim.__exit__(kind, value, tb)
 
     def commit(self) -> None:
         if self.work != self.final:
-            old = self.final.with_name(self.final.name + ".old")
-            remove_ours(old, self.claim.kind)
-            os.replace(self.final, old)
-            os.replace(self.work, self.final)
-            remove_ours(old, self.claim.kind)
+            swap_in(self.final, self.work, self.claim.kind)
 
 
 def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, meta_file: str, meta_key: str,
@@ -269,12 +265,8 @@ def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, 
                                       "resume with the same settings, or pass --overwrite")
         return Output(claim, out, finished=(out / meta_file).exists() and not state.exists())
     if overwrite and started:
-        work = out.with_name(out.name + ".new")
-        for beside in (work, out.with_name(out.name + ".old")):
-            if (beside.exists() or beside.is_symlink()) and marker_kind(beside) != kind:
-                raise SynthsteerError(f"--out {out}: {beside} is in the way and synthsteer did not write it; "
-                                      "move it away")
-        return Output(claim, work)
+        check_swap_room(out, kind, "--out")
+        return Output(claim, swap_paths(out)[0])
     return Output(claim, out)
 
 
@@ -437,7 +429,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += n_tokens + len(micro) * s.batch_size * prefix_tokens
+        tokens += n_tokens + sum(len(idx) for idx in micro) * prefix_tokens  # examples actually seen, not --batch-size
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         history.append(round(loss, 5))
         # the step's own loss (what config.json's history and final_loss record) and a smoothed one

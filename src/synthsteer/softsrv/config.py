@@ -51,11 +51,12 @@ class FitConfig(TrainConfig):
     encoder: str = option("minilm", "Context encoder: minilm (bundled), lm-mean, or a sentence-transformers id/path.")
     parameterization: str = option("mc", "Soft prompt: nsp (shared), mp (mixture of bases), mc (per-token MLPs).",
                                    choices=PARAMETERIZATIONS)
+    # the bounds are those a prompt directory may record (softsrv/prompt.py SHAPE_LIMITS)
     prompt_length: int = option(16, "Soft tokens t (128 for real LMs as in the paper; 16 suits tiny and smollm2 on "
-                                    "a CPU).", count=True)
-    num_bases: int = option(2, "Basis prompts k for mp.", count=True)
-    mlp_hidden: int = option(128, "Hidden width of each per-token MLP (mc).", count=True)
-    mlp_layers: int = option(2, "Layers of each per-token MLP (mc).", count=True)
+                                    "a CPU).", count=True, le=65_536)
+    num_bases: int = option(2, "Basis prompts k for mp.", count=True, le=4096)
+    mlp_hidden: int = option(128, "Hidden width of each per-token MLP (mc).", count=True, le=1 << 16)
+    mlp_layers: int = option(2, "Layers of each per-token MLP (mc).", count=True, le=64)
 
     def __post_init__(self):
         super().__post_init__()

@@ -49,7 +49,15 @@ class SoftPromptBranch:
                                   f"fields: {', '.join(self.records[0].meta)}")
         if config.label_field and not self.prompt.contextual:
             raise SynthsteerError("--label-field needs a contextual prompt (mp or mc): nsp samples have no source example")
-        self.encoder = load_encoder(parts.prompt_meta["encoder"], lm=parts.lm, device=self.device)
+        name = parts.prompt_meta["encoder"]
+        try:
+            self.encoder = load_encoder(name, lm=parts.lm, device=self.device)
+        except SynthsteerError as e:
+            raise SynthsteerError(f"--prompt {config.prompt}: its encoder {name!r} does not load "
+                                  f"({str(e).splitlines()[0]})") from None
+        if self.encoder.dim != self.prompt.config.context_dim:
+            raise SynthsteerError(f"--prompt {config.prompt}: its encoder {name!r} gives {self.encoder.dim}-wide "
+                                  f"contexts, but the prompt was trained on {self.prompt.config.context_dim}-wide ones")
         self.contexts = encode_cached(self.encoder, [r.text for r in self.records]).to(self.device)
         self.order = shuffled_cycle(config.seed, len(self.records))
 

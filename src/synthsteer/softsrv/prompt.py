@@ -156,7 +156,8 @@ def read_prompt_meta(folder: Path, where: str) -> tuple[SoftPromptConfig, dict]:
     shape = need(meta, "softprompt", dict, where)
     for key in ("lm", "data"):
         need(meta, key, dict, where)
-    need(meta, "encoder", str, where)
+    if not isinstance(need(meta, "encoder", str, where), str) or not meta["encoder"].strip():
+        raise SynthsteerError(f"{where}: 'encoder' is empty")
     need(meta["data"], "source", str, where, prefix="data.")
     for key in ("name",):
         need(meta["lm"], key, str, where, prefix="lm.")

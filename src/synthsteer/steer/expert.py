@@ -102,7 +102,9 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         meta.update(result, steps=config.steps)
         if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
             peft_model.save_pretrained(out)
-            meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")  # checked on every load
+            # both checked on every load: the adapter's config (alpha, DoRA) changes its outputs as much as its weights
+            meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")
+            meta["adapter_config_sha256"] = sha256_file(out / "adapter_config.json")
             write_json(out / META, meta)  # written last: its presence marks a finished expert
             shutil.rmtree(out / "train_state", ignore_errors=True)
             target.commit()
@@ -156,6 +158,7 @@ def load_expert(path: str, base: LM):
             f"; {pickled[0]} is a pickle, which synthsteer never loads (it can run code)" if pickled else ""))
     check_fingerprint(meta["lm"], base.fingerprint(), where)
     meta["sha256"] = check_weights_sha(folder, weights, meta.get("weights_sha256"), where)
+    check_weights_sha(folder, folder / "adapter_config.json", meta.get("adapter_config_sha256"), where)
     r = meta["adapter"]["r"]
     for name, shape in tensor_shapes(weights, where).items():
         rank = shape[0] if "lora_A" in name else shape[-1] if "lora_B" in name else None
