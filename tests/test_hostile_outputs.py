@@ -180,6 +180,33 @@ def d(tmp_path_factory):
                        ("report_mauve_string", '{"real": {"source": "x", "n": 3}, "metrics": {"a": {"mauve": "high"}}}')):
         (d / name).mkdir()
         (d / name / "report.json").write_text(text)
+    # run shards that are not plain files: a symlink to a user's file, a directory, a FIFO, a device
+    import os
+
+    (d / "victim.txt").write_text("precious data, no newline")
+    for name, make in (("link", lambda p: p.symlink_to(d / "victim.txt")), ("dir", lambda p: p.mkdir()),
+                       ("fifo", lambda p: os.mkfifo(p)), ("zero", lambda p: p.symlink_to("/dev/zero"))):
+        shutil.copytree(GOLDEN / "runs" / "plain", d / f"run_shard_{name}")
+        shard = d / f"run_shard_{name}" / "records-00000.jsonl"
+        shard.unlink()
+        make(shard)
+    shutil.copytree(GOLDEN / "runs" / "plain", d / "run_manifest_link")
+    (d / "run_manifest_link" / "manifest.json").unlink()
+    (d / "run_manifest_link" / "manifest.json").symlink_to(d / "victim.txt")
+    # prompts whose encoder was edited, directories stamp must not vouch for, a torn GGUF
+    shutil.copytree(GOLDEN / "prompt", d / "prompt_encoder_minilm")  # an lm-mean prompt (256-wide contexts)
+    _edit_json(d / "prompt_encoder_minilm" / "config.json", lambda m: m.update(encoder="minilm"))
+    shutil.copytree(GOLDEN / "prompt", d / "prompt_encoder_empty")
+    _edit_json(d / "prompt_encoder_empty" / "config.json", lambda m: m.update(encoder=""))
+    shutil.copytree(GOLDEN / "prompt", d / "prompt_lm_name_number")
+    _edit_json(d / "prompt_lm_name_number" / "config.json", lambda m: (m["lm"].update(name=5), m.pop("weights_sha256")))
+    for name, text in (("webapp", '{"name": "app", "icons": []}'), ("manifest_list_only", "[]")):
+        (d / name).mkdir()
+        (d / name / "manifest.json").write_text(text)
+    (d / "torn.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 8 + b"\x40\x42\x0f\x00" + b"\x00" * 4)
+    (d / "cache_file").write_text("not a directory")
+    (d / "bool.yaml").write_text("steps: true\n")
+    (d / "twice.yaml").write_text("steps: 2\nlr: 0.1\nsteps: 3\n")
     torch.manual_seed(0)
     return d
 
@@ -380,6 +407,43 @@ def _cases(d: Path) -> list[Case]:
                   Case(["export", src, "--to", str(d / "out_export")], expected, f"export a run: {name}"),
                   Case(["eval", *real, "--synthetic", src, "--out", str(d / "out_eval")], expected,
                        f"eval a run: {name}")]
+    for name, expected in (("link", "not a plain file"), ("dir", "not a plain file"), ("fifo", "not a plain file"),
+                           ("zero", "not a plain file")):
+        src = str(d / f"run_shard_{name}")
+        cases += [Case(["filter", src, "--out", str(d / "out_filter")], expected, f"filter a run whose shard is a {name}"),
+                  Case(["export", src, "--to", str(d / "out_export")], expected, f"export a run whose shard is a {name}")]
+    cases += [
+        Case(["filter", str(d / "run_manifest_link"), "--out", str(d / "out_filter")], "manifest.json: not a plain file",
+             "a run whose manifest is a symlink"),
+        Case([*soft, str(d / "prompt_encoder_minilm"), "--out", str(d / "out_soft")], "gives 384-wide contexts",
+             "a prompt whose encoder was edited to another width"),
+        Case([*soft, str(d / "prompt_encoder_empty"), "--out", str(d / "out_soft")], "'encoder' is empty",
+             "a prompt whose encoder was emptied"),
+        Case(["stamp", str(d / "prompt_lm_name_number"), "--device", "cpu"], "'lm.name' must be a string",
+             "stamp a prompt whose LM name is a number"),
+        Case(["stamp", str(d / "webapp")], "manifest.json: lacks 'settings' entry", "stamp a web app's manifest.json"),
+        Case(["stamp", str(d / "manifest_list_only")], "must be a JSON object, not a list", "stamp a list manifest"),
+        Case(["stamp", str(d / "hf_model")], "not a prompt, expert or run directory", "stamp a model directory"),
+        Case([*GEN, "--method", "plain", "--model", str(d / "torn.gguf"), "--out", str(d / "out_gguf")],
+             "could not read this GGUF file", "a torn GGUF", env={"SYNTHSTEER_CACHE": str(d / "cache_gguf")}),
+        Case([*soft, str(d / "prompt"), "--out", str(d / "out_cache")], "SYNTHSTEER_CACHE=",
+             "the cache is a file", env={"SYNTHSTEER_CACHE": str(d / "cache_file")}),
+        Case([*soft, str(d / "prompt"), "--out", str(d / "out_cache")], "SYNTHSTEER_CACHE=",
+             "the cache under a file", env={"SYNTHSTEER_CACHE": str(d / "cache_file" / "sub")}),
+        Case(["eval", *real, "--synthetic", run, "--device", "cuda", "--out", str(d / "out_e")],
+             "CUDA is not available", "eval --device cuda without a GPU"),
+        Case(["eval", *real, "--synthetic", run, "--device", "meta", "--out", str(d / "out_e")], "--device meta",
+             "eval --device meta"),
+        Case([*hard, "--n", "1e3", "--out", str(d / "out_n")], "Invalid value for '--n'", "--n 1e3 (click's parse)"),
+        Case([*hard, "--bogus", "--out", str(d / "out_n")], "No such option: --bogus", "an unknown flag"),
+        Case([*hard, "--out", "/"], "the file system's root", "--out /"),
+        Case([*fit, "--config", str(d / "bool.yaml"), "--out", str(d / "out_y")], "steps: expected a value, got true",
+             "YAML true for a count"),
+        Case([*fit, "--config", str(d / "twice.yaml"), "--out", str(d / "out_y")], "twice.yaml:3: 'steps' is set twice",
+             "YAML with a setting twice"),
+        Case([*hard, "--out", str(d / ("x" * 300))], "not a usable path", "a path component over 255 bytes"),
+        Case([*hard, "--out", str(d) + "/\udcff\udcfe"], "holds bytes that are not UTF-8", "--out of undecodable bytes"),
+    ]
     golden_plain = ["generate", "--method", "plain", "--model", "tiny", "--device", "cpu", "--top-k", "20", "--n", "6",
                     "--batch-size", "4", "--max-new-tokens", "12", "--seed", "5"]  # tools/make_golden.py's plain run
     cases.append(Case([*golden_plain, "--out", str(d / "run_no_id")], "records-00000.jsonl:1: the record has no 'id'",

@@ -252,3 +252,28 @@ def test_overwrite_never_touches_the_users_own_name_old_and_name_new(lm_dir, sma
     (tmp_path / ".keep.synthsteer-old-copy").rename(tmp_path / ".keep.synthsteer-old")
     fit_soft_prompt(cfg, progress=False)
     assert (tmp_path / ".keep.synthsteer-old").is_dir() and (tmp_path / "keep" / "prompt.safetensors").exists()
+
+
+def test_a_tilde_path_means_home_for_writing_as_for_reading(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    main_ok([*PLAIN, "--n", "1", "--out", "~/run"])
+    assert len(read_run(tmp_path / "home" / "run")) == 1 and not (tmp_path / "~").exists()
+
+
+def test_a_cache_entry_that_is_a_directory_is_left_alone(tmp_path):
+    from synthsteer.encoders import encode_cached
+
+    class Fixed:
+        fingerprint = "fixed"
+
+        def encode(self, texts, progress=False):
+            return torch.ones(len(texts), 2)
+
+    encode_cached(Fixed(), ["a"], cache_dir=tmp_path)
+    [entry] = list(tmp_path.rglob("*.safetensors"))
+    entry.unlink()
+    entry.mkdir()  # something else sits where the entry goes
+    assert torch.equal(encode_cached(Fixed(), ["a"], cache_dir=tmp_path), torch.ones(1, 2))
+    assert entry.is_dir() and not list(tmp_path.rglob("*.tmp"))

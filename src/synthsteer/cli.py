@@ -53,8 +53,19 @@ def _load_yaml_defaults(ctx: typer.Context, param, value: Optional[Path]):
         return value
     import yaml
 
+    class UniqueKeys(yaml.SafeLoader):
+        """Two values for one setting: YAML would keep the last without a word."""
+
+    def mapping(loader, node):
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        for i, k in enumerate(keys):
+            if isinstance(k, str) and k in keys[:i]:
+                raise SynthsteerError(f"--config {value}:{node.value[i][0].start_mark.line + 1}: {k!r} is set twice")
+        return loader.construct_mapping(node)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:
-        data = yaml.safe_load(Path(value).read_text(encoding="utf-8")) or {}
+        data = yaml.load(Path(value).read_text(encoding="utf-8"), Loader=UniqueKeys) or {}
     except FileNotFoundError:
         raise SynthsteerError(f"--config {value}: no such file") from None
     except IsADirectoryError:
@@ -82,6 +93,8 @@ def _load_yaml_defaults(ctx: typer.Context, param, value: Optional[Path]):
         if many and v is not None and not isinstance(v, (list, dict)):
             v = [v]  # `synthetic: run1` is one set, as `--synthetic run1` is
         inside = many and isinstance(v, list)
+        if isinstance(v, bool) and not getattr(p, "is_bool_flag", True):  # `steps: true` is not 1
+            raise SynthsteerError(f"--config {value}: {key}: expected a value, got {str(v).lower()}")
         for item in v if inside else [v]:
             if isinstance(item, (dict, list)):  # would reach the flag as the text "{'a': 1}"
                 what = ("a mapping" if isinstance(item, dict) else "a list") + (" inside the list" if inside else "")

@@ -97,6 +97,11 @@ def to_dataset(runs: tuple[str, ...] | str):
     return Dataset.from_list(rows)
 
 
+def cell(x) -> str:
+    """A markdown table cell: a run or LM name with `|` or a newline would break the card's tables."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
 def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, report: dict | None):
     """A `huggingface_hub.DatasetCard` from the runs' manifests (and an eval report)."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -126,7 +131,8 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
              "| run | method | model | records | seed | settings hash |", "|---|---|---|---|---|---|"]
     for m in manifests:
         s = m["settings"]
-        lines.append(f"| {m['name']} | {s.get('method')} | {(s.get('lm') or {}).get('name')} | {n_rows.get(m['name'], 0)} | "
+        lines.append(f"| {cell(m['name'])} | {cell(s.get('method'))} | {cell((s.get('lm') or {}).get('name'))} | "
+                     f"{n_rows.get(m['name'], 0)} | "
                      f"{s.get('seed')} | `{m['settings_hash']}` |")
     lines += ["", f"Licence of the source data: {', '.join(sorted(licenses)) or 'unknown'}. Synthetic records "
               "derived from it may carry its terms.", ""]
@@ -135,7 +141,7 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
                   f"({report['real']['n']} texts).", "", "| set | MAUVE | distinct-2 |", "|---|---|---|"]
         for name, metrics in report["metrics"].items():
             mauve = metrics.get("mauve", {})
-            lines.append(f"| {name} | {mauve.get('mean', float('nan')):.3f} ± {mauve.get('std', 0):.3f} | "
+            lines.append(f"| {cell(name)} | {mauve.get('mean', float('nan')):.3f} ± {mauve.get('std', 0):.3f} | "
                          f"{metrics.get('distinct_2', float('nan')):.3f} |")
         lines.append("")
     lines += ["## Settings", ""]
