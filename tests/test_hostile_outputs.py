@@ -206,6 +206,7 @@ def d(tmp_path_factory):
     (d / "torn.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 8 + b"\x40\x42\x0f\x00" + b"\x00" * 4)
     (d / "cache_file").write_text("not a directory")
     (d / "bool.yaml").write_text("steps: true\n")
+    (d / "prompt_link").symlink_to(d / "prompt")
     (d / "twice.yaml").write_text("steps: 2\nlr: 0.1\nsteps: 3\n")
     torch.manual_seed(0)
     return d
@@ -437,6 +438,8 @@ def _cases(d: Path) -> list[Case]:
         Case([*hard, "--n", "1e3", "--out", str(d / "out_n")], "Invalid value for '--n'", "--n 1e3 (click's parse)"),
         Case([*hard, "--bogus", "--out", str(d / "out_n")], "No such option: --bogus", "an unknown flag"),
         Case([*hard, "--out", "/"], "the file system's root", "--out /"),
+        Case([*fit, "--overwrite", "--out", str(d / "prompt_link")], "a symlink; to replace what it points to",
+             "fit --overwrite through a symlink"),
         Case([*fit, "--config", str(d / "bool.yaml"), "--out", str(d / "out_y")], "steps: expected a value, got true",
              "YAML true for a count"),
         Case([*fit, "--config", str(d / "twice.yaml"), "--out", str(d / "out_y")], "twice.yaml:3: 'steps' is set twice",

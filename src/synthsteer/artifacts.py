@@ -187,13 +187,12 @@ class Claim:
         kind: what it holds (a key of KINDS).
         flag: the flag that named it, for errors.
         inputs: paths the command reads; the output may not be, contain or sit inside any of them.
-        existing: what an existing, non-empty directory may be: "ours" (marked, or legacy with
-            `legacy_ok`), or "refuse".
         verb: what the command would do to an existing directory, for errors.
+        legacy_ok: accept an unmarked directory of an older synthsteer (to resume; never to replace).
     """
 
-    def __init__(self, path, kind: str, *, flag: str = "--out", inputs=(), existing: str = "ours",
-                 verb: str = "write into", legacy_ok: bool = True):
+    def __init__(self, path, kind: str, *, flag: str = "--out", inputs=(), verb: str = "write into",
+                 legacy_ok: bool = True):
         self.path, self.kind, self.flag = Path(path), kind, flag
         check_out(self.path, flag)
         check_disjoint(self.path, inputs, flag)
@@ -201,8 +200,6 @@ class Claim:
         self._seen = self._entries()
         if self.state == "foreign" or (self.state == "legacy" and not legacy_ok):
             refuse_foreign(self.path, kind, flag, verb)
-        if self.state in ("ours", "legacy") and existing == "refuse":
-            raise SynthsteerError(f"{flag} {self.path}: already exists")
         self._lock = None
         self._added: list[Path] = []
 
@@ -282,7 +279,11 @@ def marker_role(path: Path) -> str | None:
 
 
 def check_swap_room(final: Path, kind: str, flag: str) -> None:
-    """Refuse a replacement of `final` when its swap places hold anything but synthsteer's leftovers."""
+    """Refuse a replacement of `final` when its swap places hold anything but synthsteer's leftovers,
+    or when `final` is a symlink (the swap would replace the link, not what it points to)."""
+    if Path(final).is_symlink():
+        raise SynthsteerError(f"{flag} {final}: a symlink; to replace what it points to, give that directory "
+                              f"({os.path.realpath(final)})")
     for beside, role in zip(swap_paths(final), ("new", "old")):
         if (beside.exists() or beside.is_symlink()) and (beside.is_symlink() or not beside.is_dir() or
                                                          marker_kind(beside) != kind or marker_role(beside) != role):
