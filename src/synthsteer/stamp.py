@@ -41,8 +41,6 @@ def artifact_kind(path: Path) -> str:
 @console_settings
 def stamp(config: StampConfig) -> list[str]:
     """Record what an older artifact lacks; returns what was added (empty: nothing was missing)."""
-    from .artifacts import read_meta
-
     path = Path(config.path)
     if not config.path or not path.is_dir():
         raise SynthsteerError(f"stamp {config.path}: not a directory")
