@@ -35,6 +35,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_steer.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_perplexity.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_ray.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_integrity.py --model smollm2
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_fit.py --model smollm2 --kinds nsp,mc,expert --steps 10 --batch-size 8 --max-length 64
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generate.py --model smollm2 --n 32 --new 48 --repeats 3
 
