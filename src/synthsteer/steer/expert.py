@@ -56,8 +56,8 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
                               "update would not; use at most that")
     chat = uses_chat_template(lm.tokenizer, config.chat_template)
     instruction = config.instruction if config.instruction is not None else default_instruction(config.data, chat)
-    prompt_len = len(prompt_ids(lm.tokenizer, instruction, chat))
-    check_fits_context(lm, prompt_len + config.max_length, "the instruction + --max-length")
+    instruction_ids = prompt_ids(lm.tokenizer, instruction, chat)
+    check_fits_context(lm, len(instruction_ids) + config.max_length, "the instruction + --max-length")
     examples = tokenize_examples(lm, [r.text for r in records], config.max_length)
     torch.manual_seed(config.seed)
     try:
@@ -68,7 +68,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         raise SynthsteerError(f"--target-modules {config.target_modules}: {str(e).splitlines()[0]}") from None
     peft_model.train()  # LoRA dropout on; the base weights stay frozen
     expert = LM(lm.name, peft_model, lm.tokenizer, lm.device)
-    prompt = torch.tensor(prompt_ids(lm.tokenizer, instruction, chat), device=lm.device)
+    prompt = torch.tensor(instruction_ids, device=lm.device)
     meta = {"lm": fingerprint, "instruction": instruction, "chat_template": chat_template_id(lm.tokenizer, chat),
             "data": spec.as_dict(), "expert": asdict(config), "synthsteer_version": __version__, **guards}
 
