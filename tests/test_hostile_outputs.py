@@ -206,6 +206,19 @@ def d(tmp_path_factory):
     (d / "torn.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 8 + b"\x40\x42\x0f\x00" + b"\x00" * 4)
     (d / "cache_file").write_text("not a directory")
     (d / "bool.yaml").write_text("steps: true\n")
+    # a forged swap half holding a user's file, a marker of odd shapes, a damaged prompt to stamp
+    (d / ".q.synthsteer-old").mkdir()
+    (d / ".q.synthsteer-old" / "mine.txt").write_text("mine")
+    (d / ".q.synthsteer-old" / "config.json").write_text("{}")
+    (d / ".q.synthsteer-old" / ".synthsteer.json").write_text('{"kind": "prompt", "role": "old"}')
+    (d / "empty.jsonl").write_text("")
+    for name, text in (("marker_dict_kind", '{"kind": {"a": 1}}'), ("marker_deep", "[" * 100_000 + "]" * 100_000)):
+        shutil.copytree(GOLDEN / "prompt", d / name)
+        (d / name / ".synthsteer.json").write_text(text)
+    shutil.copytree(GOLDEN / "prompt", d / "prompt_flipped")
+    raw = bytearray((d / "prompt_flipped" / "prompt.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (d / "prompt_flipped" / "prompt.safetensors").write_bytes(bytes(raw))
     (d / "prompt_link").symlink_to(d / "prompt")
     (d / "twice.yaml").write_text("steps: 2\nlr: 0.1\nsteps: 3\n")
     torch.manual_seed(0)
@@ -438,6 +451,20 @@ def _cases(d: Path) -> list[Case]:
         Case([*hard, "--n", "1e3", "--out", str(d / "out_n")], "Invalid value for '--n'", "--n 1e3 (click's parse)"),
         Case([*hard, "--bogus", "--out", str(d / "out_n")], "No such option: --bogus", "an unknown flag"),
         Case([*hard, "--out", "/"], "the file system's root", "--out /"),
+        Case(["fit", "--data", str(d / "empty.jsonl"), "--field", "q", "--model", "tiny", "--out", str(d / "q")],
+             "the dataset is empty", "a forged swap half holding a user's file is not restored"),
+        Case([*fit, "--overwrite", "--out", str(d / "marker_dict_kind")], "synthsteer's marker is missing",
+             "a marker whose kind is an object"),
+        Case([*fit, "--overwrite", "--out", str(d / "marker_deep")], "synthsteer's marker is missing",
+             "a marker nested too deeply"),
+        Case(["stamp", str(d / "prompt_flipped"), "--device", "cpu"], "does not match the sha256 it records",
+             "stamp a prompt whose weights no longer match"),
+        Case(["export", run, "--to", str(d / "other_run" / "records-00001.jsonl")],
+             "lies inside the synthsteer run directory", "export a file into another run"),
+        Case(["export", run, "--to", str(d / "prompt" / "exp")], "lies inside the synthsteer prompt directory",
+             "export a folder into a prompt"),
+        Case([*hard, "--out", str(d / "prompt" / "samples")], "lies inside the synthsteer prompt directory",
+             "generate into a prompt's subfolder"),
         Case([*fit, "--overwrite", "--out", str(d / "prompt_link")], "a symlink; to replace what it points to",
              "fit --overwrite through a symlink"),
         Case([*fit, "--config", str(d / "bool.yaml"), "--out", str(d / "out_y")], "steps: expected a value, got true",

@@ -113,6 +113,10 @@ def _damage_weights(out: Path):
     (lambda out: (out / "train_state" / "extra.bin").write_bytes(b"x"), "extra.bin of step 2 was not written by it"),
     (lambda out: _edit(out / "train_state" / "state.json", step=9), "step 9 is not a step of this run"),
     (lambda out: _edit(out / "train_state" / "state.json", files=None), "records no sha256 of its files"),
+    (lambda out: _edit(out / "train_state" / "state.json", guards="x"), "malformed guards"),
+    (lambda out: _edit(out / "train_state" / "state.json", history=[float("nan"), 1.0]), "malformed loss history"),
+    (lambda out: _edit(out / "train_state" / "state.json", val_history=["x"]), "malformed loss history"),
+    (lambda out: _edit(out / "train_state" / "config.json", fit=5), "does not record this run's settings"),
 ])
 def test_a_damaged_checkpoint_is_refused_with_its_step(interrupted_fit, damage, message):
     cfg, out = interrupted_fit
@@ -277,3 +281,27 @@ def test_a_cache_entry_that_is_a_directory_is_left_alone(tmp_path):
     entry.mkdir()  # something else sits where the entry goes
     assert torch.equal(encode_cached(Fixed(), ["a"], cache_dir=tmp_path), torch.ones(1, 2))
     assert entry.is_dir() and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_export_in_progress_holds_its_target(tmp_path):
+    run = str(GOLDEN / "runs" / "plain")
+    main_ok(["export", run, "--to", str(tmp_path / "ds")])
+    from synthsteer import ExportConfig, export_runs
+
+    with open(tmp_path / "ds" / ".lock", "a+") as other:  # another export writing ds right now
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = snapshot(tmp_path)
+        with pytest.raises(SynthsteerError, match="another process is writing this export right now"):
+            export_runs(ExportConfig(runs=(run,), to=str(tmp_path / "ds"), overwrite=True))
+        assert snapshot(tmp_path) == before
+
+
+def test_overwrite_from_inside_the_output_is_refused(lm_dir, small_jsonl, tmp_path, monkeypatch):
+    cfg = FitConfig(data=str(small_jsonl), field="question", model=str(lm_dir), device="cpu", steps=2, batch_size=4,
+                    prompt_length=4, mlp_hidden=8, out=str(tmp_path / "p"))
+    fit_soft_prompt(cfg, progress=False)
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path / "p")
+    with pytest.raises(SynthsteerError, match="holds the current directory"):
+        fit_soft_prompt(FitConfig(**{**cfg.__dict__, "out": "."}), overwrite=True, progress=False)
+    assert snapshot(tmp_path) == before

@@ -74,11 +74,18 @@ META_FILE = {"prompt": "config.json", "expert": "synthsteer_expert.json", "run":
 
 def marker_kind(path: Path) -> str | None:
     """The kind `path`'s marker names, or None (no marker, or not one synthsteer wrote)."""
+    m = _marker(path)
+    kind = m.get("kind")
+    return kind if isinstance(kind, str) and kind in KINDS else None
+
+
+def _marker(path: Path) -> dict:
+    """The marker's content ({} when there is none or it is not one synthsteer wrote)."""
     try:
         m = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return m.get("kind") if isinstance(m, dict) and m.get("kind") in KINDS else None
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return m if isinstance(m, dict) else {}
 
 
 def foreign_entries(path: Path, kind: str) -> list[str]:
@@ -162,6 +169,16 @@ def check_disjoint(out: Path, inputs, flag: str = "--out") -> None:
             raise SynthsteerError(f"{flag} {out}: contains the input {item}; write somewhere else")
 
 
+def check_not_inside_ours(out: Path, flag: str = "--out") -> None:
+    """Refuse an output inside another directory synthsteer wrote (a run, a prompt, a report): it would
+    become an entry that directory never holds, or worse, one it does (an export named like a shard)."""
+    for parent in Path(out).expanduser().resolve().parents:
+        kind = marker_kind(parent)
+        if kind:
+            raise SynthsteerError(f"{flag} {out}: lies inside the synthsteer {kind} directory {parent}; write "
+                                  "somewhere else")
+
+
 def lock(path: Path, flag: str = "--out", what: str = "output"):
     """An exclusive lock on a directory synthsteer writes, so that two processes never write one
     output; released when the returned file is closed or the process dies (kill -9 included)."""
@@ -196,6 +213,7 @@ class Claim:
         self.path, self.kind, self.flag = Path(path), kind, flag
         check_out(self.path, flag)
         check_disjoint(self.path, inputs, flag)
+        check_not_inside_ours(self.path, flag)
         self.state = ownership(self.path, kind)
         self._seen = self._entries()
         if self.state == "foreign" or (self.state == "legacy" and not legacy_ok):
@@ -266,16 +284,21 @@ class Claim:
 def swap_paths(final: Path) -> tuple[Path, Path]:
     """Where a replacement of `final` is built (`new`) and where the old one waits while they swap
     (`old`): hidden names beside it that nobody picks for a directory of their own."""
-    p = Path(final).absolute()
+    p = Path(final).resolve()  # `.` and `x/..` have no name to put beside
     return p.with_name(f".{p.name}.synthsteer-new"), p.with_name(f".{p.name}.synthsteer-old")
 
 
 def marker_role(path: Path) -> str | None:
-    try:
-        m = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return m.get("role") if isinstance(m, dict) else None
+    role = _marker(path).get("role")
+    return role if isinstance(role, str) else None
+
+
+def is_swap_half(path: Path, kind: str, role: str) -> bool:
+    """Whether `path` is what `swap_in` or `scratch_dir` leaves: a real directory (no link), marked as
+    `kind` in `role`, holding nothing a `kind` does not write."""
+    path = Path(path)
+    return (path.is_dir() and not path.is_symlink() and marker_kind(path) == kind and marker_role(path) == role
+            and not foreign_entries(path, kind))
 
 
 def check_swap_room(final: Path, kind: str, flag: str) -> None:
@@ -284,9 +307,12 @@ def check_swap_room(final: Path, kind: str, flag: str) -> None:
     if Path(final).is_symlink():
         raise SynthsteerError(f"{flag} {final}: a symlink; to replace what it points to, give that directory "
                               f"({os.path.realpath(final)})")
+    here = Path.cwd().resolve()
+    if here == Path(final).resolve() or Path(final).resolve() in here.parents:
+        raise SynthsteerError(f"{flag} {final}: holds the current directory, which cannot be swapped out; run "
+                              "from outside it")
     for beside, role in zip(swap_paths(final), ("new", "old")):
-        if (beside.exists() or beside.is_symlink()) and (beside.is_symlink() or not beside.is_dir() or
-                                                         marker_kind(beside) != kind or marker_role(beside) != role):
+        if (beside.exists() or beside.is_symlink()) and not is_swap_half(beside, kind, role):
             raise SynthsteerError(f"{flag} {final}: {beside} is in the way and synthsteer did not leave it there; "
                                   "move it away")
 
@@ -305,11 +331,16 @@ def scratch_dir(final: Path, kind: str, flag: str = "--out") -> Path:
 def swap_in(final: Path, work: Path, kind: str) -> None:
     """Replace `final` by `work` (its scratch_dir): readers see the old result or the new one, and a
     kill between the two renames is repaired by `restore_interrupted`."""
+    final = Path(final).resolve()
     old = swap_paths(final)[1]
     remove_ours(old, kind, "old")
-    if Path(final).exists():
-        write_marker(final, kind, role="old")
-        os.replace(final, old)
+    if final.exists():
+        write_marker(final, kind, role="old")  # before the rename: a kill right after it is repaired
+        try:
+            os.replace(final, old)
+        except OSError:
+            write_marker(final, kind)
+            raise
     os.replace(work, final)
     write_marker(final, kind)
     remove_ours(old, kind, "old")
@@ -317,8 +348,8 @@ def swap_in(final: Path, work: Path, kind: str) -> None:
 
 def remove_ours(path: Path, kind: str, role: str | None = None) -> None:
     """Delete a directory only when its marker says synthsteer wrote it as `kind` (in `role`)."""
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink() and marker_kind(path) == kind and marker_role(path) == role:
+    if is_swap_half(path, kind, role) if role else (Path(path).is_dir() and not Path(path).is_symlink()
+                                                     and ownership(path, kind) == "ours"):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -351,7 +382,7 @@ def restore_interrupted(path: Path, meta: str, kind: str | None = None) -> None:
             os.replace(old, path)
         return
     old = swap_paths(path)[1]
-    if not path.exists() and (old / meta).exists() and marker_kind(old) == kind and marker_role(old) == "old":
+    if not path.exists() and not path.is_symlink() and (old / meta).exists() and is_swap_half(old, kind, "old"):
         os.replace(old, path)
         write_marker(path, kind)
 

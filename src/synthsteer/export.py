@@ -236,7 +236,7 @@ def export_runs(config: ExportConfig) -> str:
     export itself; neither may be, contain or sit inside a run or report being exported."""
     from datasets import Dataset
 
-    from .artifacts import Claim, check_disjoint, check_swap_room, lock, remove_ours, scratch_dir, swap_in, swap_paths
+    from .artifacts import Claim, check_disjoint, check_not_inside_ours, check_swap_room, remove_ours, scratch_dir, swap_in
 
     from .runs import read_manifest
 
@@ -256,6 +256,7 @@ def export_runs(config: ExportConfig) -> str:
             raise SynthsteerError(f"--to {target}: is a directory; a .{config.format} file goes there")
         check_out(target.parent, "--to")
         check_disjoint(target, inputs, "--to")
+        check_not_inside_ours(target, "--to")
         if target.exists() and not config.overwrite:
             raise SynthsteerError(f"--to {target}: already exists; pass --overwrite to replace it")
         if target.exists() and not _looks_exported(target, config.format):
@@ -269,18 +270,14 @@ def export_runs(config: ExportConfig) -> str:
     if config.format == "hub":
         return _hub_push(config, dataset, card, manifests)
     if config.format == "dir":
-        if swap_paths(target)[0].is_dir():  # another export building there right now is refused, not removed
-            lock(swap_paths(target)[0], "--to", "export").close()
-        tmp = scratch_dir(target, "export", "--to")
-        held = lock(tmp, "--to", "export")
-        try:
-            _write_folder(tmp, dataset, card, config.split)
-            swap_in(target, tmp, "export")
-        except BaseException:
-            remove_ours(tmp, "export", "new")
-            raise
-        finally:
-            held.close()
+        with claim:  # --to locked from here: a second export to it is refused, not swapped over this one
+            tmp = scratch_dir(target, "export", "--to")
+            try:
+                _write_folder(tmp, dataset, card, config.split)
+                swap_in(target, tmp, "export")
+            except BaseException:
+                remove_ours(tmp, "export", "new")
+                raise
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")  # per process: two exports never share one

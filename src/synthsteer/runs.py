@@ -197,7 +197,12 @@ def read_run(path: str | Path) -> list[dict]:
     """All records of a run directory, in index order (the manifest and every line checked)."""
     path = Path(path)
     read_manifest(path)
-    return sorted(read_records(path), key=lambda r: r["index"])
+    records = sorted(read_records(path), key=lambda r: r["index"])
+    for a, b in zip(records, records[1:]):
+        if a["index"] == b["index"] and a["id"] != b["id"]:  # a run writes one record per index
+            raise SynthsteerError(f"{path}: index {a['index']} holds two records ({a['id']!r} and {b['id']!r}); "
+                                  "records of another run were put into it")
+    return records
 
 
 def checked_records(path: str | Path) -> list[dict]:

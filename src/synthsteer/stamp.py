@@ -66,7 +66,11 @@ def stamp(config: StampConfig) -> list[str]:
         hashed = {"weights_sha256": weights, **({"adapter_config_sha256": "adapter_config.json"} if kind == "expert"
                                                 else {})}
         for key, file in hashed.items():
-            if not meta.get(key):
+            if meta.get(key):  # stamp vouches for what is whole, never for a file that no longer matches
+                from .artifacts import check_weights_sha
+
+                check_weights_sha(path, path / file, meta[key], f"stamp {path}")
+            else:
                 if not (path / file).is_file() or (path / file).is_symlink():
                     raise SynthsteerError(f"stamp {path}: {file} is missing or not a plain file")
                 meta[key] = sha256_file(path / file)

@@ -256,8 +256,11 @@ def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, 
         source = state / meta_file if (state / meta_file).exists() else out / meta_file
         try:
             recorded = read_json(source).get(meta_key, {})
-        except (OSError, ValueError, AttributeError):
-            raise SynthsteerError(f"--resume: {source} is not readable JSON; pass --overwrite to start afresh") from None
+        except (OSError, ValueError, AttributeError, RecursionError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            raise SynthsteerError(f"--resume: {source} does not record this run's settings (torn or edited); pass "
+                                  "--overwrite to start afresh")
         now = asdict(config)
         for name, value in now.items():
             if name not in RESUMABLE and name in recorded and recorded[name] != value:
@@ -333,9 +336,16 @@ def read_checkpoint(state_dir: Path, *, steps: int, guards: dict) -> Checkpoint 
         raise SynthsteerError(f"{where}: state.json's step {step!r} is not a step of this run (1..{steps - 1}); "
                               "pass --overwrite to start afresh")
     history, val_history = state.get("history"), state.get("val_history", [])
-    if not isinstance(history, list) or len(history) != step or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in history) or not isinstance(val_history, list):
+
+    def loss(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not isinstance(history, list) or len(history) != step or not all(map(loss, history)) or not (
+            isinstance(val_history, list) and all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
+                                                  and loss(v[1]) for v in val_history)):
         raise SynthsteerError(f"{where}: state.json of step {step} has a malformed loss history; pass --overwrite")
+    if not isinstance(state.get("guards", {}), dict):
+        raise SynthsteerError(f"{where}: state.json of step {step} has malformed guards; pass --overwrite")
     files = state.get("files")
     if not isinstance(files, dict):
         raise SynthsteerError(f"{where}: the checkpoint of step {step} records no sha256 of its files (written by an "
