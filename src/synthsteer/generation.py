@@ -88,9 +88,9 @@ class BlockGenerator:
     record contains never depends on where it was decoded."""
 
     def __init__(self, config: GenerateConfig, lm: LM | None = None):
+        from .data import records_digest
         from .engine import TransformersEngine
         from .methods import build_method
-        from .data import records_digest
         from .prompts import stop_token_ids
         from .runs import settings_hash
 
