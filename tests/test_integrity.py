@@ -305,3 +305,20 @@ def test_overwrite_from_inside_the_output_is_refused(lm_dir, small_jsonl, tmp_pa
     with pytest.raises(SynthsteerError, match="holds the current directory"):
         fit_soft_prompt(FitConfig(**{**cfg.__dict__, "out": "."}), overwrite=True, progress=False)
     assert snapshot(tmp_path) == before
+
+
+def test_a_full_disk_under_a_weight_save_is_one_line(tmp_path, monkeypatch, capsys):
+    """safetensors (and peft through it) raise their own error type, with the errno in its message."""
+    import synthsteer.softsrv.prompt as prompt_mod
+
+    def full(*a, **k):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(prompt_mod, "save_file", full)
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--data", "builtin:gsm8k", "--field", "question", "--model", "tiny", "--device", "cpu",
+              "--steps", "2", "--batch-size", "2", "--limit", "8", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1] == "error: the disk is full; nothing was half-written, the previous state is kept"
+    assert not any("Traceback" in line for line in err)
+    assert not list((tmp_path / "p").glob("*.safetensors*"))

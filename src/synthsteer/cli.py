@@ -303,6 +303,17 @@ DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota i
                errno.EROFS: "the file system is read-only"}
 
 
+def disk_errno(e: BaseException) -> int | None:
+    """The errno of a full or read-only disk behind `e`: an OSError's, or the "(os error 28)" that
+    safetensors' own error type (used by every weight save, peft's too) carries in its message."""
+    if isinstance(e, OSError):
+        return e.errno if e.errno in DISK_ERRORS else None
+    import re
+
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return int(m.group(1)) if m and int(m.group(1)) in DISK_ERRORS else None
+
+
 def main(argv: list[str] | None = None) -> None:
     run(app, argv)
 
@@ -335,12 +346,13 @@ def run(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except OSError as e:
-        if _state["debug"] or e.errno not in DISK_ERRORS:
+    except Exception as e:
+        code = disk_errno(e)
+        if _state["debug"] or code is None:
             raise
         # atomic writes (a temporary file renamed into place) mean the previous state is still whole
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{DISK_ERRORS[e.errno]}; nothing was half-written, the previous state is kept",
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{DISK_ERRORS[code]}; nothing was half-written, the previous state is kept",
               file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -161,15 +161,18 @@ class RunDir:
                 self._count_last = 0
             room = self.shard_size - self._count_last
             chunk, fresh = fresh[:room], fresh[room:]
-            with open(self.shards[-1], "a", encoding="utf-8") as f:
-                size = f.tell()
+            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk).encode("utf-8")
+            # unbuffered, so that on a full disk nothing is left in a buffer for close() to write after the cut
+            with open(self.shards[-1], "ab", buffering=0) as f:
+                size = f.seek(0, os.SEEK_END)
                 try:
-                    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk))
-                    f.flush()
+                    view = memoryview(data)
+                    while view:
+                        view = view[f.write(view):]
                     os.fsync(f.fileno())
-                except OSError:  # a full disk: the shard goes back to its last whole record
+                except OSError as e:  # a full disk: the shard goes back to its last whole record
                     f.truncate(size)
-                    raise
+                    raise OSError(e.errno, e.strerror, str(self.shards[-1])) from None
             self._count_last += len(chunk)
             self.ids.update(r["id"] for r in chunk)
 
