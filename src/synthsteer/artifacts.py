@@ -12,7 +12,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import SynthsteerError
+from .errors import SynthsteerError, first_line
 
 
 def check_out(path, flag: str = "--out") -> None:
@@ -478,4 +478,4 @@ def tensor_shapes(path: Path, where: str) -> dict[str, tuple[int, ...]]:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error type, and OSError for short files
         raise SynthsteerError(f"{where}: {Path(path).name} is not a readable safetensors file "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                              f"({first_line(e)})") from None

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SynthsteerError
+from .errors import SynthsteerError, first_line
+from .options import refuse_undecodable
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -90,8 +91,8 @@ class DataSpec:
             raise SynthsteerError("--field and --template exclude each other: give one")
         _check_split(self.source, self.split)
         for flag_name, value in (("--field", self.field), ("--template", self.template)):
-            if value and _SURROGATE.search(value):  # argv bytes that are not UTF-8 arrive as lone surrogates
-                raise SynthsteerError(f"{flag_name} {value!r}: holds bytes that are not UTF-8")
+            if value:  # a spec an artifact recorded skips the config's check
+                refuse_undecodable(flag_name, value)
         if self.template is not None:
             template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
 
@@ -117,10 +118,6 @@ class DataSpec:
 
 
 # ---------------------------------------------------------------- reading raw rows
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -323,7 +320,7 @@ def _typed_columns(rows: list[dict]) -> list[dict]:
 def _read_parquet(path: Path, limit: int | None = None) -> list[dict]:
     import pyarrow.parquet as pq
 
-    unreadable = lambda e: SynthsteerError(f"{path}: not a readable parquet file ({_first_line(e)})")
+    unreadable = lambda e: SynthsteerError(f"{path}: not a readable parquet file ({first_line(e)})")
     try:  # pyarrow raises several types for corrupt files
         parquet = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001
@@ -434,7 +431,7 @@ def _read_datasets_dir(path: Path, split: str | None, limit: int | None = None) 
 
     if not any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
         raise SynthsteerError(f"{path}: a directory, but not a dataset written by `datasets` (save_to_disk)")
-    unreadable = lambda e: SynthsteerError(f"{path}: not a readable datasets directory ({_first_line(e)})")
+    unreadable = lambda e: SynthsteerError(f"{path}: not a readable datasets directory ({first_line(e)})")
     try:  # metadata that is not JSON or names missing .arrow files fails in many ways, deep inside `datasets`
         ds = datasets.load_from_disk(str(path))
     except Exception as e:  # noqa: BLE001
@@ -480,7 +477,7 @@ def _read_hub(name: str, split: str | None, subset: str | None, limit: int | Non
     except Exception as e:  # noqa: BLE001  (no network, no such repo, a bad script: many types)
         raise SynthsteerError(
             f"{name}{f' (subset {subset})' if subset else ''}: no such file, and loading it as a hub dataset "
-            f"failed ({_first_line(e)})"
+            f"failed ({first_line(e)})"
         ) from None
     return ds.to_list()
 

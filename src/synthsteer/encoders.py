@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .errors import SynthsteerError
+from .errors import SynthsteerError, first_line
 
 DEFAULT_ENCODER = "minilm"
 
@@ -46,7 +46,7 @@ class SentenceEncoder:
         try:
             self.model = SentenceTransformer(path, device=str(device), model_kwargs={"use_safetensors": True})
         except Exception as e:  # sentence-transformers and the hub raise many types for a path that is not a model
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise SynthsteerError(f"--encoder {spec!r}: could not load a sentence-transformers model ({first})") from None
         self.spec, self.batch_size = spec, batch_size
         self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \

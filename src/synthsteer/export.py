@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import check_out
-from .errors import SynthsteerError
+from .errors import SynthsteerError, first_line
 from .logs import console_settings
 from .options import LogOptions, option
 
@@ -224,7 +224,7 @@ def _hub_push(config: ExportConfig, dataset, card, manifests) -> str:
             api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(Path(tmp) / "ds"),
                               commit_message=f"synthsteer export of {', '.join(m['name'] for m in manifests)}")
         except (OfflineModeIsEnabled, HfHubHTTPError, OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise SynthsteerError(f"--to {config.to}: the push failed ({first})") from None
     return f"https://huggingface.co/datasets/{repo}"
 
@@ -237,13 +237,13 @@ def export_runs(config: ExportConfig) -> str:
     from datasets import Dataset
 
     from .artifacts import Claim, check_disjoint, check_not_inside_ours, check_swap_room, remove_ours, scratch_dir, swap_in
-
     from .runs import read_manifest
 
     _check_target(config)
-    for spec in config.runs:
-        read_manifest(_named(spec)[1])  # a run, before anything else is looked at
-    inputs = [str(_named(spec)[1]) for spec in config.runs] + [config.report]
+    paths = [_named(spec)[1] for spec in config.runs]
+    for path in paths:
+        read_manifest(path)  # a run, before anything else is looked at
+    inputs = [*map(str, paths), config.report]
     target = Path(config.to)
     claim = None
     if config.format == "dir":

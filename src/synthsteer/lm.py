@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .artifacts import atomic_dir, read_json, sha256_file, write_json
-from .errors import SynthsteerError
+from .errors import SynthsteerError, first_line
 from .logs import log
 
 TINY_PATH = Path(__file__).parent / "models" / "tiny"
@@ -76,7 +76,7 @@ def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kwargs)
     except Exception as e:  # the gguf reader raises struct.error, ValueError, KeyError... on a torn file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise SynthsteerError(f"--model {path}: transformers could not read this GGUF file ({first})") from None
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # the weights are dense already; drop the record so they save as plain tensors
@@ -229,7 +229,7 @@ def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", re
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         local = Path(path).exists()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         where = "a local directory that does not hold a causal LM" if local else \
             "neither a local directory nor reachable on the hub"
         raise SynthsteerError(f"--model {name}: {where} ({first})") from None

@@ -140,7 +140,7 @@ def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Ex
     from .steer.expert import load_expert
 
     if lora_meta is not None:
-        model, meta = load_expert(config.expert, base)  # meta["sha256"]: the adapter's, verified
+        model, meta = load_expert(config.expert, base, lora_meta)  # meta["sha256"]: the adapter's, verified
         return Expert(model, "lora", meta)
     full = config.load_lm(config.expert)
     if full.embed.weight.shape[0] != base.embed.weight.shape[0]:

@@ -42,16 +42,21 @@ PATH_FIELDS = {"out", "data", "prompt", "expert", "model", "real", "train", "run
                "label_consistent", "encoder", "path", "synthetic", "runs"}
 
 
+def refuse_undecodable(name: str, value: str) -> None:
+    """Refuse a value that is not text: argv bytes that are not UTF-8 arrive as lone surrogates, which
+    would break the JSON that records them half-way through a run."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SynthsteerError(f"{name} {value!r}: holds bytes that are not UTF-8") from None
+
+
 def _text(config, f, v):
-    """A string value as every later step needs it: valid UTF-8 (a path of undecodable bytes would break
-    the JSON that records it, half-way through a run), with ~ expanded in a path."""
+    """A string value as every later step needs it: valid UTF-8, with ~ expanded in a path."""
     items = v if isinstance(v, tuple) else (v,)
     for item in items:
         if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise SynthsteerError(f"{flag(f.name)} {item!r}: holds bytes that are not UTF-8") from None
+            refuse_undecodable(flag(f.name), item)
     if f.name in PATH_FIELDS:
         expanded = tuple(os.path.expanduser(x) if isinstance(x, str) and x.startswith("~") else x for x in items)
         if expanded != items:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from .artifacts import (COMMON, Claim, atomic_dir, check_out, check_swap_room, read_json, remove_ours,
                         restore_interrupted, scratch_dir, sha256_file, swap_in, swap_paths, write_json)
-from .errors import SynthsteerError
+from .errors import SynthsteerError, first_line
 from .options import TrainConfig, flag  # noqa: F401  (TrainConfig: the shared training options, re-exported)
 from .randomness import Stream, stream_key
 
@@ -402,7 +402,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
             load_optimizer(opt, state_dir / "optimizer.safetensors")
         except Exception as e:  # verified files that still do not fit (safetensors has its own error type)
             raise SynthsteerError(f"--resume: checkpoint {state_dir} of step {checkpoint.step} does not fit this "
-                                  f"run ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                                  f"run ({first_line(e)}); "
                                   "pass --overwrite") from None
         start, history, val_history = checkpoint.step, list(checkpoint.history), list(checkpoint.val_history)
 

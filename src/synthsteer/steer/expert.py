@@ -12,7 +12,7 @@ import torch
 from .._version import __version__
 from ..artifacts import sha256_file, write_json
 from ..data import load_records, records_digest
-from ..errors import SynthsteerError
+from ..errors import SynthsteerError, first_line
 from ..lm import LM, check_fingerprint, check_fits_context
 from ..logs import console_settings, log_file
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
@@ -141,16 +141,17 @@ def read_expert_meta(folder: Path, where: str) -> dict:
     return {**meta, "adapter": adapter}
 
 
-def load_expert(path: str, base: LM):
+def load_expert(path: str, base: LM, meta: dict | None = None):
     """Wrap `base` with the LoRA expert at `path` (rows pick it with adapter "default"); returns the
-    peft model and the expert's metadata. Every damage is refused in one line before peft reads a byte."""
+    peft model and the expert's metadata (`meta`: what `read_expert_meta` already read of it). Every
+    damage is refused in one line before peft reads a byte."""
     from peft import PeftModel
 
     from ..artifacts import check_weights_sha, tensor_shapes
 
     folder = Path(path)
     where = f"--expert {path}"
-    meta = read_expert_meta(folder, where)
+    meta = dict(meta) if meta is not None else read_expert_meta(folder, where)
     weights = folder / "adapter_model.safetensors"
     if not weights.is_file():
         pickled = [p.name for p in folder.glob("adapter_model.*") if p.suffix != ".safetensors"]
@@ -169,7 +170,7 @@ def load_expert(path: str, base: LM):
         model = PeftModel.from_pretrained(base.model, str(folder))
     except Exception as e:  # peft raises ValueError, KeyError, RuntimeError for adapters that do not fit
         raise SynthsteerError(f"{where}: the adapter does not fit {base.name} "
-                              f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+                              f"({first_line(e)})") from None
     model.eval()
     model.requires_grad_(False)
     return model, meta
