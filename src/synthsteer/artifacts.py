@@ -15,6 +15,14 @@ from pathlib import Path
 from .errors import SynthsteerError, first_line
 
 
+def cache_root() -> Path:
+    """$SYNTHSTEER_CACHE (an empty value means unset: never the current directory), else ~/.cache/synthsteer."""
+    root = Path(os.environ.get("SYNTHSTEER_CACHE") or Path.home() / ".cache" / "synthsteer").expanduser()
+    if root.exists() and not root.is_dir() or any(p.exists() and not p.is_dir() for p in root.parents):
+        raise SynthsteerError(f"SYNTHSTEER_CACHE={root}: not a directory; point it at one (or unset it)")
+    return root
+
+
 def check_out(path, flag: str = "--out") -> None:
     """Refuse an output path that cannot become a directory, before any work is done or any file is
     written: an existing file, a path under a file, a symlink loop, a place this user cannot write (a

@@ -96,6 +96,12 @@ class DataSpec:
         if self.template is not None:
             template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
 
+    @classmethod
+    def of(cls, options, *, limit: int | None = None) -> DataSpec:
+        """The spec that `options` (a `DataOptions`: --data, --field, --template, --split, --subset) name."""
+        return cls(options.data, field=options.field, template=options.template, split=options.split, limit=limit,
+                   subset=options.subset)
+
     def as_dict(self) -> dict:
         """What artifacts record; `subset` only when set, so records made before it existed keep their settings."""
         d = asdict(self)

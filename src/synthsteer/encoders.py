@@ -17,17 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .artifacts import cache_root
 from .errors import SynthsteerError, first_line
 
 DEFAULT_ENCODER = "minilm"
-
-
-def cache_root() -> Path:
-    """$SYNTHSTEER_CACHE (an empty value means unset: never the current directory), else ~/.cache/synthsteer."""
-    root = Path(os.environ.get("SYNTHSTEER_CACHE") or Path.home() / ".cache" / "synthsteer").expanduser()
-    if root.exists() and not root.is_dir() or any(p.exists() and not p.is_dir() for p in root.parents):
-        raise SynthsteerError(f"SYNTHSTEER_CACHE={root}: not a directory; point it at one (or unset it)")
-    return root
 
 
 class SentenceEncoder:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import atomic_dir, read_json, sha256_file, write_json
+from .artifacts import atomic_dir, cache_root, read_json, sha256_file, write_json
 from .errors import SynthsteerError, first_line
 from .logs import log
 
@@ -45,8 +45,6 @@ def smollm2_path() -> Path:
 
 
 def gguf_cache_dir(sha256: str) -> Path:
-    from .encoders import cache_root
-
     return cache_root() / "gguf" / sha256[:32]
 
 
@@ -204,6 +202,17 @@ def check_fits_context(lm: LM, tokens: int, what: str) -> None:
     limit = lm.context_length
     if limit is not None and tokens > limit:
         raise SynthsteerError(f"{what}: {tokens} tokens do not fit the context of {lm.name} ({limit} positions)")
+
+
+def load_lm_of(options, name: str | None = None) -> LM:
+    """The LM that `options` (an `LMOptions`) name, or `name` (an LM an artifact records, a full expert)
+    on the same device; --revision applies to --model only."""
+    name = name or options.model
+    if name is None:
+        raise SynthsteerError("--model is required: a hub id or local path, a .gguf file, smollm2, or tiny (the "
+                              "bundled test LM)")
+    return load_lm(name, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code,
+                   revision=options.revision if name == options.model else None)
 
 
 def load_lm(name: str = "tiny", *, device: str = "auto", dtype: str = "auto", revision: str | None = None,

@@ -21,7 +21,7 @@ import torch
 from .data import DataSpec, Record, load_records
 from .engine import Request, Step
 from .errors import SynthsteerError
-from .lm import LM, check_fingerprint
+from .lm import LM, check_fingerprint, load_lm_of
 from .registry import registrar
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def resolve(config: GenerateConfig, lm: LM | None, data: str) -> Parts:
     lora_meta = read_expert_meta(Path(config.expert), f"--expert {config.expert}") \
         if config.expert and (Path(config.expert) / META).exists() else None
     trained_for = (prompt_meta or lora_meta or {}).get("lm", {}).get("name")
-    lm = lm or config.load_lm(config.model or trained_for)
+    lm = lm or load_lm_of(config, config.model or trained_for)
     if prompt is not None:
         check_fingerprint(prompt_meta["lm"], lm.fingerprint(), f"--prompt {config.prompt}")
         prompt.to(lm.device).eval()
@@ -142,7 +142,7 @@ def _load_expert(config: GenerateConfig, base: LM, lora_meta: dict | None) -> Ex
     if lora_meta is not None:
         model, meta = load_expert(config.expert, base, lora_meta)  # meta["sha256"]: the adapter's, verified
         return Expert(model, "lora", meta)
-    full = config.load_lm(config.expert)
+    full = load_lm_of(config, config.expert)
     if full.embed.weight.shape[0] != base.embed.weight.shape[0]:
         raise SynthsteerError(f"--expert {config.expert}: its vocabulary ({full.embed.weight.shape[0]}) differs from "
                               f"the base LM's ({base.embed.weight.shape[0]})")

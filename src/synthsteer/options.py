@@ -125,39 +125,41 @@ class LMOptions(Options):
                         choices=("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = option(False, "Run code shipped with the model (off unless you trust it).")
 
-    def load_lm(self, name: str | None = None):
-        """The LM these options name, or `name` (an LM an artifact records, a full expert) on the same
-        device; `revision` applies to --model only."""
-        from .lm import load_lm
-
-        name = name or self.model
-        if name is None:
-            raise SynthsteerError("--model is required: a hub id or local path, a .gguf file, smollm2, or tiny (the "
-                                  "bundled test LM)")
-        return load_lm(name, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
-                       revision=self.revision if name == self.model else None)
 
 
 @dataclass(frozen=True)
-class DataOptions(Options):
-    data: str | None = option(None, "Dataset: a .jsonl/.json/.csv/.parquet file, a `datasets` directory, a hub "
-                                    "name, or builtin:NAME[/SPLIT].", nonempty=True)
+class TextOptions(Options):
+    """How a row of a data source becomes the text of an example (every command that reads data)."""
+
     field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
     template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).")
+
+
+@dataclass(frozen=True)
+class DataOptions(TextOptions):
+    data: str | None = option(None, "Dataset: a .jsonl/.json/.csv/.parquet file, a `datasets` directory, a hub "
+                                    "name, or builtin:NAME[/SPLIT].", nonempty=True)
     split: str | None = option(None, "Split of a builtin, `datasets` directory or hub dataset (hub: also a slice, "
                                      "e.g. 'train[:1000]').")
     subset: str | None = option(None, "Subset (configuration) of a hub dataset, e.g. --data glue --subset sst2.")
 
 
 @dataclass(frozen=True)
-class RunOptions(Options):
-    out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).", nonempty=True)
-    n: int = option(100, "Records the run should hold (rerun with a larger n to add more; at most 100,000,000 per "
-                         "run: split larger jobs into several runs).", count=True, le=MAX_RECORDS)
+class RecordOptions(Options):
+    """What a record's randomness derives from: the seed and the record's index, decoded in fixed blocks
+    of `batch_size` records. Every method reads these."""
+
     batch_size: int = option(32, "Records decoded together (STEER: also when records join the negative pool).",
                              count=True)
     seed: int = option(0, "Seed (0 .. 2**63-1); every random choice derives from it and the record's index.", ge=0,
                        le=SEED_MAX)
+
+
+@dataclass(frozen=True)
+class RunOptions(RecordOptions):
+    out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).", nonempty=True)
+    n: int = option(100, "Records the run should hold (rerun with a larger n to add more; at most 100,000,000 per "
+                         "run: split larger jobs into several runs).", count=True, le=MAX_RECORDS)
 
 
 @dataclass(frozen=True)
@@ -219,14 +221,10 @@ class TrainConfig(LMOptions, DataOptions, LogOptions):
     def warmup_steps(self) -> int:
         return self.warmup if self.warmup is not None else round(self.warmup_ratio * self.steps)
 
-    def loop_settings(self):
-        from .training import LoopSettings
 
-        return LoopSettings(self.steps, self.batch_size, self.grad_accum, self.lr, self.warmup_steps,
-                            self.weight_decay, self.max_grad_norm, self.save_every, self.seed, self.precision)
+@dataclass(frozen=True)
+class FeaturizerOptions(Options):
+    """The sentence encoder that featurizes texts for eval's metrics and filter's label check."""
 
-    def data_spec(self):
-        from .data import DataSpec
-
-        return DataSpec(self.data, field=self.field, template=self.template, split=self.split, limit=self.limit,
-                        subset=self.subset)
+    encoder: str = option("minilm", "Featurizer: minilm (bundled) or a sentence-transformers id/path.")
+    device: str = option("auto", "Where the featurizer runs: auto (CUDA when available), cpu or cuda[:N].")

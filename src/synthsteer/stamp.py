@@ -76,9 +76,9 @@ def stamp(config: StampConfig) -> list[str]:
                 meta[key] = sha256_file(path / file)
                 added.append(f"the sha256 of {file}")
         if "weights_sha256" not in meta["lm"]:
-            from .lm import FINGERPRINT_KEYS
+            from .lm import FINGERPRINT_KEYS, load_lm_of
 
-            lm = config.load_lm(config.model or meta["lm"].get("name"))
+            lm = load_lm_of(config, config.model or meta["lm"].get("name"))
             actual = lm.fingerprint()
             for key in FINGERPRINT_KEYS[:-1]:
                 if meta["lm"].get(key) != actual.get(key):

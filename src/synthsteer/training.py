@@ -61,6 +61,11 @@ class LoopSettings:
     seed: int
     precision: str = "auto"
 
+    @classmethod
+    def of(cls, config: TrainConfig) -> LoopSettings:
+        return cls(config.steps, config.batch_size, config.grad_accum, config.lr, config.warmup_steps,
+                   config.weight_decay, config.max_grad_norm, config.save_every, config.seed, config.precision)
+
 
 class ExampleOrder:
     """Batches of examples of similar length, a seeded function of the epoch, addressed by global

@@ -17,12 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from .._version import __version__
-from ..data import load_records, records_digest
+from ..data import DataSpec, load_records, records_digest
 from ..encoders import encode_cached, load_encoder
-from ..lm import LM
 from ..logs import console_settings, log_file
-from ..lm import check_fits_context, check_fits_memory
-from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out,
+from ..lm import LM, check_fits_context, check_fits_memory, load_lm_of
+from ..training import (LoopSettings, barrier, distributed, example_loss, held_out_loss, prepare_out,
                         read_checkpoint, split_validation, tokenize_examples, train_loop)
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
@@ -46,12 +45,12 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         return target.final  # finished earlier: nothing left to do
     out = target.work
 
-    spec = config.data_spec()
+    spec = DataSpec.of(config, limit=config.limit)
     all_records = load_records(spec)
     guards = {"data_sha256": records_digest(all_records)}
     checkpoint = read_checkpoint(out / "train_state", steps=config.steps, guards=guards) if resume else None
     records, held_out = split_validation(all_records, config.val_fraction, config.seed)
-    lm = lm or config.load_lm()
+    lm = lm or load_lm_of(config)
     check_fits_context(lm, config.prompt_length + config.max_length, "--prompt-length + --max-length")
     encoder = load_encoder(config.encoder, lm=lm, device=lm.device)
     contexts = encode_cached(encoder, [r.text for r in records], progress=progress).to(lm.device)
@@ -90,7 +89,7 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
             params=list(prompt.parameters()),
             batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
             lengths=[len(x) for x in examples],
-            settings=config.loop_settings(),
+            settings=LoopSettings.of(config),
             state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
             load_weights=load_weights, checkpoint=checkpoint, device=lm.device, desc=f"fit {config.parameterization}",
             progress=progress, prefix_tokens=config.prompt_length, validate=validate, guards=guards)

@@ -11,12 +11,12 @@ import torch
 
 from .._version import __version__
 from ..artifacts import sha256_file, write_json
-from ..data import load_records, records_digest
+from ..data import DataSpec, load_records, records_digest
 from ..errors import SynthsteerError, first_line
-from ..lm import LM, check_fingerprint, check_fits_context
+from ..lm import LM, check_fingerprint, check_fits_context, load_lm_of
 from ..logs import console_settings, log_file
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
-from ..training import (barrier, distributed, example_loss, held_out_loss, prepare_out,
+from ..training import (LoopSettings, barrier, distributed, example_loss, held_out_loss, prepare_out,
                         read_checkpoint, split_validation, tokenize_examples, train_loop)
 from .config import ExpertConfig
 
@@ -43,12 +43,12 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     if target.finished:
         return target.final
     out = target.work
-    spec = config.data_spec()
+    spec = DataSpec.of(config, limit=config.limit)
     all_records = load_records(spec)
     guards = {"data_sha256": records_digest(all_records)}
     checkpoint = read_checkpoint(out / "train_state", steps=config.steps, guards=guards) if resume else None
     records, held_out = split_validation(all_records, config.val_fraction, config.seed)
-    lm = lm or config.load_lm()
+    lm = lm or load_lm_of(config)
     fingerprint = lm.fingerprint()
     width = lm.embed.weight.shape[1]
     if config.r > width:
@@ -94,7 +94,7 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     with target, log_file(out, enabled=distributed()[0] == 0):
         result = train_loop(
             params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
-            settings=config.loop_settings(),
+            settings=LoopSettings.of(config),
             state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights,
             checkpoint=checkpoint, device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt),
             validate=validate, guards=guards)
