@@ -45,8 +45,8 @@ def _records(out):
 
 
 def scaling(args, root):
-    cases = {"local process": [], "ray, 1 worker": ["--engine", "ray", "--workers", "1"],
-             "ray, 2 workers": ["--engine", "ray", "--workers", "2"]}
+    cases = {"local process": [], "ray, 1 worker": ["--ray", "--workers", "1"],
+             "ray, 2 workers": ["--ray", "--workers", "2"]}
     rows, reference = {}, None
     for name, extra in cases.items():
         out = root / name.replace(" ", "").replace(",", "-")

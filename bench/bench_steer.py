@@ -30,7 +30,7 @@ from synthsteer.decoder import SamplingConfig, prefix_key, prefix_length, sample
 from synthsteer.engine import TransformersEngine
 from synthsteer.generation import GenerateConfig
 from synthsteer.lm import load_lm
-from synthsteer.methods import build_method
+from synthsteer.generation import build_method
 from synthsteer.steer import ExpertConfig, train_expert
 
 
@@ -82,7 +82,7 @@ def main():
                                  ("steer sample", GenerateConfig(method="steer", **common)),
                                  ("steer block", GenerateConfig(method="steer", negative_share="block", **common))):
                 method = build_method(config, load_lm(name, device="cpu"))  # each its own base to wrap
-                requests, _ = method.requests(list(range(args.n)), keys)
+                requests = [p.request for p in method.plan(list(range(args.n)), keys)]
                 cases[case] = (TransformersEngine(method.models), requests, method.step(),
                                counted_tokens(requests, method.step(), args.new))
             negative = sum(len(r.branches["negative"].ids) for r in cases["steer sample"][1]) / args.n

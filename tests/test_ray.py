@@ -1,4 +1,4 @@
-"""--engine ray: a local Ray with 2 workers writes the records a local run writes, byte for byte."""
+"""--ray: a local Ray with 2 workers writes the records a local run writes, byte for byte."""
 
 import json
 import os
@@ -36,7 +36,7 @@ def _config(out, **kw):
 
 
 def _ray(out, workers, **kw):
-    return _config(out, engine="ray", workers=workers, **kw)
+    return _config(out, ray=True, workers=workers, **kw)
 
 
 def test_one_and_two_workers_write_the_local_records(tmp_path, capsys):
@@ -116,8 +116,8 @@ def test_a_killed_worker_has_its_block_retried(tmp_path, capsys):
 def test_ray_flags_need_the_ray_engine(tmp_path):
     from synthsteer.errors import SynthsteerError
 
-    with pytest.raises(SynthsteerError, match="--workers needs --engine ray"):
+    with pytest.raises(SynthsteerError, match="--workers needs --ray"):
         _config(tmp_path / "x", workers=2)
-    with pytest.raises(SynthsteerError, match="lm=.*engine='ray'"):
+    with pytest.raises(SynthsteerError, match="lm=.*ray=True"):
         generate(_ray(tmp_path / "y", 1), lm=object())
     assert not (tmp_path / "y").exists()

@@ -109,10 +109,6 @@ class DataSpec:
             del d["subset"]
         return d
 
-    def describe(self) -> str:
-        how = f"template {self.template!r}" if self.template else f"field {self.text_field()!r}"
-        return f"{self.source} ({how})"
-
     def text_field(self) -> str | None:
         if self.field or self.template:
             return self.field

@@ -1,10 +1,11 @@
 """The engine seam: what every generation method asks of a decoding backend, and the one we ship.
 
 A method turns record indices into typed `Request`s (named branches per sample, a random key);
-an engine turns requests into `Result`s (tokens, finish reason, log-probability). The run loop in
-`generation.py` only ever talks to an `Engine`, so another backend (a Ray pool of engines, vLLM)
-plugs in here without touching a method. The engine's name and version are part of a run's
-settings: records made by another engine are another run.
+an engine turns requests into `Result`s (tokens, finish reason, log-probability). The generator
+(`generation/generator.py`) only ever talks to an `Engine`, picked by `--engine` from `ENGINES`, so
+another backend (vLLM) plugs in here without touching a method; Ray workers run whichever engine
+is chosen. The engine's name and version are part of a run's settings: records made by another
+engine are another run.
 
 `TransformersEngine` is the lockstep decoder of `decoder.py` over Hugging Face models: every branch
 of every sample is a row of one batch with its own KV cache; the branches' next-token log-probs
@@ -13,6 +14,7 @@ are combined (STEER's score, or the single branch as it is) and one token is sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +49,8 @@ class Step:
 
 
 class Engine(Protocol):
+    """What the generator asks of a backend, built from the method's models."""
+
     name: str
     version: str
 
@@ -72,4 +76,5 @@ class TransformersEngine:
         return [Result(d.tokens, d.finish, d.logprob) for d in decoded]
 
 
-ENGINES = {"transformers": TransformersEngine}
+# --engine NAME -> its class, called with the method's models (options.ENGINES lists the names for --help)
+ENGINES: dict[str, Callable[[list[torch.nn.Module]], Engine]] = {"transformers": TransformersEngine}

@@ -162,14 +162,25 @@ class RunOptions(RecordOptions):
                          "run: split larger jobs into several runs).", count=True, le=MAX_RECORDS)
 
 
+ENGINES = ("transformers",)  # engine.ENGINES holds their classes (a test keeps the two in step)
+
+
 @dataclass(frozen=True)
 class EngineOptions(Options):
-    """Where generation runs. Not part of a run's settings: the records are the same in this process
+    """The decoding engine. Its name and version are part of a run's settings: records made by another
+    engine are another run."""
+
+    engine: str = option("transformers", "Decoding engine: transformers (the lockstep decoder over Hugging Face "
+                                         "models; every method).", choices=ENGINES)
+
+
+@dataclass(frozen=True)
+class WorkerOptions(Options):
+    """Where the engine runs. Not part of a run's settings: the records are the same in this process
     and on any number of Ray workers, so a run started with one resumes with the other."""
 
-    engine: str = option("transformers", "transformers: decode in this process; ray: transformers engines on Ray "
-                                         "workers, one per --workers, over blocks of records (pip install "
-                                         "'synthsteer[ray]').", choices=("transformers", "ray"))
+    ray: bool = option(False, "Decode blocks of records on Ray workers, one engine per --workers (pip install "
+                              "'synthsteer[ray]').")
     ray_address: str | None = option(None, "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on this "
                                            "machine).", nonempty=True)
     workers: int | None = option(None, "Ray workers, each loading the LM once (default: one per GPU of the cluster "

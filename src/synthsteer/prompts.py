@@ -101,8 +101,12 @@ def prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
         rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                  add_generation_prompt=True)
         return tokenizer.encode(rendered, add_special_tokens=False)
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return [start] + tokenizer.encode(text, add_special_tokens=False)
+    return [start_token(tokenizer)] + tokenizer.encode(text, add_special_tokens=False)
+
+
+def start_token(tokenizer) -> int:
+    """Where a sample with no prompt starts: the BOS token, or EOS (the document separator)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
 def stop_token_ids(tokenizer, model) -> set[int]:

@@ -1,11 +1,13 @@
-"""Configs of SoftSRV: the soft prompt's shape and the `fit` run that trains it."""
+"""Configs of SoftSRV: the soft prompt's shape, the `fit` run that trains it, and `--method softsrv`'s
+declaration (torch-free: `--help` and the method registry import this)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import SynthsteerError
-from ..options import Options, TrainConfig, option
+from ..method import MethodSpec
+from ..options import DataOptions, Options, RecordOptions, TrainConfig, option
 
 PARAMETERIZATIONS = ("nsp", "mp", "mc")
 
@@ -41,6 +43,20 @@ class SoftSRVOptions(Options):
     context_mix: float = option(0.0, "Mix in up to this share of another example's context (more novelty).", ge=0, le=1)
     label_field: str | None = option(None, "Copy this field of the example whose context seeded a record into the "
                                            "record (for train-on-synthetic evaluation).")
+
+
+@dataclass(frozen=True)
+class SoftSRVView(SoftSRVOptions, DataOptions, RecordOptions):
+    """What `--method softsrv` reads."""
+
+
+def _needs_prompt(config) -> None:
+    if not config.prompt:
+        raise SynthsteerError(f"--method {config.method} needs --prompt DIR (a directory written by `synthsteer fit`)")
+
+
+SOFTSRV = MethodSpec("softsrv", "a soft prompt from `synthsteer fit` (needs --prompt)", SoftSRVView,
+                     "synthsteer.softsrv.method:SoftSRV", data="required", check=_needs_prompt)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from ..decoder import Prefix
 from ..encoders import encode_cached, load_encoder
 from ..engine import Request
 from ..errors import SynthsteerError
-from ..methods import Method, register
+from ..method import Method, Parts, Planned
 from ..randomness import Stream, shuffled_cycle, stream_key
+from .config import SOFTSRV, SoftSRVView
 
 
 def perturb_context(z: torch.Tensor, contexts: torch.Tensor, key: int, noise: float, mix: float) -> tuple[torch.Tensor, dict]:
@@ -39,41 +40,42 @@ def perturb_context(z: torch.Tensor, contexts: torch.Tensor, key: int, noise: fl
 
 class SoftPromptBranch:
     """Soft-prompt prefixes for records: what `softsrv` samples from, and what SoftSRV + STEER
-    uses as its expert branch."""
+    uses as its expert branch. `options`: a `SoftSRVView` (or a view holding its fields)."""
 
-    def __init__(self, config, parts):
-        self.config, self.prompt, self.records = config, parts.prompt, parts.records
+    def __init__(self, options: SoftSRVView, parts: Parts):
+        self.options, self.prompt, self.records = options, parts.prompt, parts.records
         self.device = parts.lm.device
-        if config.label_field and config.label_field not in self.records[0].meta:
-            raise SynthsteerError(f"--label-field {config.label_field}: not a field of {parts.spec.source}; "
+        if options.label_field and options.label_field not in self.records[0].meta:
+            raise SynthsteerError(f"--label-field {options.label_field}: not a field of {parts.spec.source}; "
                                   f"fields: {', '.join(self.records[0].meta)}")
-        if config.label_field and not self.prompt.contextual:
+        if options.label_field and not self.prompt.contextual:
             raise SynthsteerError("--label-field needs a contextual prompt (mp or mc): nsp samples have no source example")
         name = parts.prompt_meta["encoder"]
         try:
             self.encoder = load_encoder(name, lm=parts.lm, device=self.device)
         except SynthsteerError as e:
-            raise SynthsteerError(f"--prompt {config.prompt}: its encoder {name!r} does not load "
+            raise SynthsteerError(f"--prompt {options.prompt}: its encoder {name!r} does not load "
                                   f"({str(e).splitlines()[0]})") from None
         if self.encoder.dim != self.prompt.config.context_dim:
-            raise SynthsteerError(f"--prompt {config.prompt}: its encoder {name!r} gives {self.encoder.dim}-wide "
+            raise SynthsteerError(f"--prompt {options.prompt}: its encoder {name!r} gives {self.encoder.dim}-wide "
                                   f"contexts, but the prompt was trained on {self.prompt.config.context_dim}-wide ones")
         self.contexts = encode_cached(self.encoder, [r.text for r in self.records]).to(self.device)
-        self.order = shuffled_cycle(config.seed, len(self.records))
+        self.order = shuffled_cycle(options.seed, len(self.records))
 
     def settings(self) -> dict:
-        c = self.config
+        c = self.options
         return {"prompt_sha256": sha256_file(Path(c.prompt) / "prompt.safetensors"),
                 "parameterization": self.prompt.config.parameterization, "context_noise": c.context_noise,
                 "context_mix": c.context_mix, "context_order": "shuffled"}
 
-    def contexts_for(self, indices: list[int]) -> tuple[torch.Tensor, list[dict]]:
-        """Record i's context: training example order[i mod n]'s, perturbed; zeros for an nsp prompt."""
-        c, p = self.config, self.prompt.config.parameterization
+    def contexts_for(self, indices: list[int]) -> tuple[torch.Tensor, list[dict], list[dict]]:
+        """Record i's context: training example order[i mod n]'s, perturbed (zeros for an nsp prompt);
+        its provenance; and the fields the record copies from that example (--label-field)."""
+        c, p = self.options, self.prompt.config.parameterization
         if not self.prompt.contextual:
             return torch.zeros(len(indices), self.prompt.config.context_dim, device=self.device), \
-                [{"parameterization": p} for _ in indices]
-        rows, prov = [], []
+                [{"parameterization": p} for _ in indices], [{} for _ in indices]
+        rows, prov, copied = [], [], []
         for i in indices:
             src = self.order[i % len(self.records)]
             zi, info = perturb_context(self.contexts[src], self.contexts, stream_key(c.seed, Stream.CONTEXT, i),
@@ -82,33 +84,26 @@ class SoftPromptBranch:
                 info["mix_id"] = self.records[info.pop("mix_index")].id
             rows.append(zi)
             prov.append({"source_id": self.records[src].id, "parameterization": p, **info})
-            if c.label_field:
-                prov[-1]["label"] = self.records[src].meta[c.label_field]
-        return torch.stack(rows), prov
+            copied.append({c.label_field: self.records[src].meta[c.label_field]} if c.label_field else {})
+        return torch.stack(rows), prov, copied
 
     @torch.no_grad()
-    def prefixes(self, indices: list[int]) -> tuple[list[Prefix], list[dict], torch.Tensor]:
-        """Each record's soft-prompt prefix, its provenance, and its context."""
-        z, prov = self.contexts_for(indices)
-        return [Prefix(embeds=e) for e in self.prompt(z)], prov, z
+    def prefixes(self, indices: list[int]) -> tuple[list[Prefix], list[dict], list[dict], torch.Tensor]:
+        """Each record's soft-prompt prefix, its provenance, its copied fields, and its context."""
+        z, prov, copied = self.contexts_for(indices)
+        return [Prefix(embeds=e) for e in self.prompt(z)], prov, copied, z
 
 
-@register("softsrv")
 class SoftSRV(Method):
-    data = "required"
+    spec = SOFTSRV
 
-    @classmethod
-    def check(cls, config):
-        if not config.prompt:
-            raise SynthsteerError(f"--method {config.method} needs --prompt DIR (a directory written by `synthsteer fit`)")
-
-    def __init__(self, config, parts):
-        super().__init__(config, parts)
-        self.soft = SoftPromptBranch(config, parts)
+    def __init__(self, options: SoftSRVView, parts: Parts):
+        super().__init__(options, parts)
+        self.soft = SoftPromptBranch(options, parts)
 
     def settings(self):
         return {**self.soft.settings(), "data": self.parts.spec.as_dict()}
 
-    def requests(self, indices, keys):
-        prefixes, prov, _ = self.soft.prefixes(indices)
-        return [Request({"main": p}, key) for p, key in zip(prefixes, keys)], prov
+    def plan(self, indices, keys):
+        prefixes, prov, copied, _ = self.soft.prefixes(indices)
+        return [Planned(Request({"main": p}, key), pr, f) for p, key, pr, f in zip(prefixes, keys, prov, copied)]

@@ -1,11 +1,16 @@
-"""Config of STEER's LoRA expert training run (the instructions live in `synthsteer.prompts`)."""
+"""Configs of STEER: its decoding knobs, `--method steer`'s declaration (torch-free: `--help` and the
+method registry import this) and the LoRA expert's training run (the instructions live in
+`synthsteer.prompts`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import Options, TrainConfig, option
-from ..prompts import CHAT_TEMPLATE_MODES
+from ..errors import SynthsteerError
+from ..method import MethodSpec
+from ..options import DataOptions, Options, RecordOptions, SamplingConfig, TrainConfig, option
+from ..prompts import CHAT_TEMPLATE_MODES, HardPromptOptions
+from ..softsrv.config import SoftSRVOptions
 
 DRAWS = ("uniform", "nearest")
 
@@ -32,6 +37,31 @@ class SteerOptions(Options):
     negative_share: str = option("sample", "sample: each record draws its own K negatives (the paper); block: the "
                                            "records of a decoding block share one draw, prefilled once (faster, "
                                            "less diverse negatives).", choices=("sample", "block"))
+
+
+@dataclass(frozen=True)
+class SteerView(SteerOptions, HardPromptOptions, SoftSRVOptions, DataOptions, RecordOptions, SamplingConfig):
+    """What `--method steer` reads: its knobs, the instruction prompt (with --expert) or the soft prompt
+    (with --prompt), and --max-new-tokens (the negative branch's room in the LM's context)."""
+
+
+def _check(config) -> None:
+    if config.expert and config.prompt:
+        raise SynthsteerError("--method steer takes --expert (instruction prompt) or --prompt (SoftSRV + STEER), "
+                              "not both: the soft prompt was trained for the base LM")
+    if not (config.expert or config.prompt):
+        raise SynthsteerError("--method steer needs --expert DIR (a LoRA or full fine-tuned expert) "
+                              "or --prompt DIR (a soft prompt: SoftSRV + STEER)")
+    if config.label_field and not config.prompt:
+        raise SynthsteerError("--label-field needs SoftSRV + STEER (--prompt): an instruction-prompted record has no "
+                              "source example")
+    if config.negative_share == "block" and config.negative_draw == "nearest":
+        raise SynthsteerError("--negative-share block takes --negative-draw uniform: the nearest examples "
+                              "differ per record, so a block has no one draw to share")
+
+
+STEER = MethodSpec("steer", "STEER's contrastive and negative guidance (needs --expert or --prompt)", SteerView,
+                   "synthsteer.steer.method:Steer", data="optional", reads_written=True, check=_check)
 
 
 @dataclass(frozen=True)

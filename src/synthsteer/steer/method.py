@@ -11,18 +11,22 @@ STEER: the soft-prompted LM is the expert, the LM from its BOS the base; no fine
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 
-from ..baselines import Hard, start_token
+from ..baselines.config import HardView
+from ..baselines.method import Hard
 from ..decoder import Prefix
 from ..encoders import encode_cached, load_encoder
 from ..engine import Request, Step
 from ..errors import SynthsteerError
 from ..logs import log
-from ..methods import Method, register
+from ..method import Method, Parts, Planned, view_of
+from ..prompts import start_token
 from ..randomness import shuffled_cycle
 from ..softsrv.method import SoftPromptBranch
+from .config import STEER, SteerView
 from .negatives import NegativePool, negative_prompt
 from .score import BRANCHES, steer_combine
 
@@ -39,123 +43,138 @@ def merge_expert(mode: str, lm) -> bool:
     return free > 1.5 * weights
 
 
-@register("steer")
+@dataclass(frozen=True)
+class Placement:
+    """Where the rows of each role run, decided once: the engine's models, and per role the index of
+    its model and its adapter (None: the model's own weights)."""
+
+    models: list
+    expert: tuple[int, str | None]
+    base: tuple[int, str | None]
+    merged: bool = False
+
+
+def place_roles(lm, parts: Parts, merge_mode: str) -> Placement:
+    """The four ways STEER's expert and base rows run:
+        soft prompt    one LM; the soft-prompted rows are the expert, BOS rows the base
+        LoRA, merged   a merged copy for expert rows, the LM without LoRA layers for base rows: two
+                       plain forwards instead of one mixed-adapter forward (peft's per-row gather/scatter)
+        LoRA, mixed    one peft forward; expert rows pick the adapter, base rows the base weights
+        full expert    two models
+    """
+    expert = parts.expert
+    if expert is None:
+        return Placement([lm.model], (0, None), (0, None))
+    if expert.kind == "full":
+        return Placement([expert.model, lm.model], (0, None), (1, None))
+    if merge_expert(merge_mode, lm):
+        import copy
+
+        merged = copy.deepcopy(expert.model).merge_and_unload().eval()
+        expert.model.unload()  # takes the LoRA layers out of the base LM again
+        return Placement([merged, lm.model], (0, None), (1, None), merged=True)
+    return Placement([expert.model], (0, "default"), (0, None))
+
+
 class Steer(Method):
-    data = "optional"
-    uses_pool = True
+    spec = STEER
+    options: SteerView
 
-    @classmethod
-    def check(cls, config):
-        if config.expert and config.prompt:
-            raise SynthsteerError("--method steer takes --expert (instruction prompt) or --prompt (SoftSRV + STEER), "
-                                  "not both: the soft prompt was trained for the base LM")
-        if not (config.expert or config.prompt):
-            raise SynthsteerError("--method steer needs --expert DIR (a LoRA or full fine-tuned expert) "
-                                  "or --prompt DIR (a soft prompt: SoftSRV + STEER)")
-        if config.negative_share == "block" and config.negative_draw == "nearest":
-            raise SynthsteerError("--negative-share block takes --negative-draw uniform: the nearest examples "
-                                  "differ per record, so a block has no one draw to share")
-
-    def __init__(self, config, parts):
-        super().__init__(config, parts)
-        self.soft = self.hard = self.merged = None
-        self.roles = {"expert": (0, None), "base": (0, None)}  # (index into models, adapter) of each role
-        if config.expert:
-            self.hard = Hard(config, parts)
-            if parts.expert.kind == "lora" and merge_expert(config.merge_expert, self.lm):
-                # expert rows through a merged copy, base rows through the LM without LoRA layers: two
-                # plain forwards instead of one mixed-adapter forward (peft's per-row gather/scatter)
-                import copy
-
-                self.merged = copy.deepcopy(parts.expert.model).merge_and_unload().eval()
-                parts.expert.model.unload()  # takes the LoRA layers out of the base LM again
-                self.roles = {"expert": (0, None), "base": (1, None)}
-            elif parts.expert.kind == "lora":
-                self.roles["expert"] = (0, "default")
-            else:
-                self.roles["base"] = (1, None)
+    def __init__(self, options: SteerView, parts: Parts):
+        super().__init__(options, parts)
+        c = options
+        self.soft = self.hard = None
+        if c.expert:
+            self.hard = Hard(view_of(HardView, c), parts)
             if not parts.records:
                 raise SynthsteerError("--method steer needs the training examples for its negative pool: pass --data")
         else:
-            self.soft = SoftPromptBranch(config, parts)
+            self.soft = SoftPromptBranch(c, parts)
+        self.placement = place_roles(self.lm, parts, c.merge_expert)
         records = parts.records
         embeddings, self.anchor = None, None
-        if config.negative_draw == "nearest":
+        if c.negative_draw == "nearest":
             self.encoder = self.soft.encoder if self.soft else load_encoder("minilm", device=self.lm.device)
             embeddings = encode_cached(self.encoder, [r.text for r in records])
             if not self.soft:  # a hard-prompted record has no example of its own: anchor it on one, in a seeded cycle
-                self.anchor = shuffled_cycle(config.seed, len(records))
-        self.pool = NegativePool([r.id for r in records], [r.text for r in records], embeddings)
-        if config.negatives > len(records):
-            log.warning(f"--negatives {config.negatives} is more than the {len(records)} real examples: each "
+                self.anchor = shuffled_cycle(c.seed, len(records))
+        self.negative_pool = NegativePool([r.id for r in records], [r.text for r in records], embeddings)
+        if c.negatives > len(records):
+            log.warning(f"--negatives {c.negatives} is more than the {len(records)} real examples: each "
                         "record takes the whole pool (real + written so far) until it holds that many")
         self.start = start_token(self.lm.tokenizer)
         # the negative branch holds BOS, the negative prompt and every generated token
         max_pos = getattr(self.lm.model.config, "max_position_embeddings", None) or 10**9
-        context = max(1, max_pos - config.max_new_tokens - 1)
-        self.neg_budget = min(config.negative_max_tokens or context, context)
+        context = max(1, max_pos - c.max_new_tokens - 1)
+        self.neg_budget = min(c.negative_max_tokens or context, context)
         self.dropped: list[tuple[int, int]] | None = []  # examples the cap dropped per record, until the one warning
 
     @property
     def models(self):
-        expert = self.parts.expert
-        if self.merged is not None:
-            return [self.merged, self.lm.model]
-        if expert is not None and expert.kind == "full":
-            return [expert.model, self.lm.model]
-        return super().models  # the peft model (adapter and base rows in one forward), or the base LM
+        return self.placement.models
 
     def step(self):
-        return Step(BRANCHES, steer_combine(self.config.gamma, self.config.eta))
+        return Step(BRANCHES, steer_combine(self.options.gamma, self.options.eta))
 
     def settings(self):
-        c = self.config
+        c = self.options
         positive = self.soft.settings() if self.soft else self.hard.settings()
         # the batch size sets when samples join the negative pool, so it shapes the records here
         return {**positive, "gamma": c.gamma, "eta": c.eta, "negatives": c.negatives, "separator": c.separator,
                 "pool_block": c.batch_size, "pool_lag": c.pool_lag, "negative_draw": c.negative_draw,
                 "negative_max_tokens": self.neg_budget, "negative_share": c.negative_share,
-                "expert_merged": self.merged is not None,
+                "expert_merged": self.placement.merged,
                 **({"anchor_order": "shuffled"} if self.anchor else {}),
                 "data": self.parts.spec.as_dict()}
 
     def _prefix(self, role: str, **kw) -> Prefix:
-        model, adapter = self.roles[role]
+        model, adapter = getattr(self.placement, role)
         return Prefix(model=model, adapter=adapter, **kw)
 
+    def plan(self, indices, keys):
+        planned, counts = self._plan(indices, keys)
+        if self.dropped is not None:
+            self.dropped += counts
+        self._warn_dropped()
+        return planned
+
+    def probe(self, indices, keys):
+        return self._plan(indices, keys)[0]  # not a record: the length cap's note must not count it
+
     @torch.no_grad()
-    def requests(self, indices, keys):
-        c = self.config
+    def _plan(self, indices, keys) -> tuple[list[Planned], list[tuple[int, int]]]:
+        """The records planned, and per record (examples used, drawn ones the length cap dropped)."""
+        c, pool = self.options, self.negative_pool
         z = None
         if self.soft:
-            expert, prov, z = self.soft.prefixes(indices)
+            expert, prov, copied, z = self.soft.prefixes(indices)
             if not self.soft.prompt.contextual:
                 prov, z = [{} for _ in indices], None
             base = [Prefix(ids=[self.start]) for _ in indices]
         else:
             ids, prov = self.hard.prompts(indices)
+            copied = [{} for _ in indices]
             expert = [self._prefix("expert", ids=p) for p in ids]
             base = [self._prefix("base", ids=p) for p in ids]
-        out, shared = [], {}
+        out, counts, shared = [], [], {}
         for n, (i, key) in enumerate(zip(indices, keys)):
             # with block sharing, every record of a block takes the draw of the block's first index
             at = i - i % c.batch_size if c.negative_share == "block" else i
             if at not in shared:
                 context = None
                 if c.negative_draw == "nearest":
-                    context = z[n] if z is not None else self.pool.embeddings[self.anchor[i % len(self.anchor)]]
-                drawn = self.pool.draw(c.negatives, c.seed, at, context)
-                ids, used = negative_prompt(self.lm.tokenizer, [self.pool.texts[j] for j in drawn], c.separator,
+                    context = z[n] if z is not None else pool.embeddings[self.anchor[i % len(self.anchor)]]
+                drawn = pool.draw(c.negatives, c.seed, at, context)
+                ids, used = negative_prompt(self.lm.tokenizer, [pool.texts[j] for j in drawn], c.separator,
                                             self.neg_budget)
-                shared[at] = ([self.start] + ids, [self.pool.ids[j] for j in drawn[:used]], (used, len(drawn) - used))
-            neg_ids, used_ids, counts = shared[at]
+                shared[at] = ([self.start] + ids, [pool.ids[j] for j in drawn[:used]], (used, len(drawn) - used))
+            neg_ids, used_ids, count = shared[at]
             negative = self._prefix("expert", ids=neg_ids)
-            out.append(Request({"expert": expert[n], "base": base[n], "negative": negative}, key))
             prov[n].update(gamma=c.gamma, eta=c.eta, K=c.negatives, negative_ids=used_ids)
-            if self.dropped is not None:
-                self.dropped.append(counts)
-        self._warn_dropped()
-        return out, prov
+            out.append(Planned(Request({"expert": expert[n], "base": base[n], "negative": negative}, key), prov[n],
+                               copied[n]))
+            counts.append(count)
+        return out, counts
 
     def _warn_dropped(self) -> None:
         """One warning per run, at the first block where the length cap dropped drawn examples."""
@@ -170,6 +189,6 @@ class Steer(Method):
 
     def written(self, records):
         emb = None
-        if self.pool.embeddings is not None:
+        if self.negative_pool.embeddings is not None:
             emb = encode_cached(self.encoder, [r["text"] for r in records])
-        self.pool.add([r["id"] for r in records], [r["text"] for r in records], emb)
+        self.negative_pool.add([r["id"] for r in records], [r["text"] for r in records], emb)

@@ -1,7 +1,7 @@
-"""`--engine ray`: blocks of records decoded by a pool of Ray workers.
+"""`--ray`: blocks of records decoded by Ray workers.
 
 Each worker is an actor holding one `BlockGenerator` (the LM, the soft prompt or expert and the
-training examples, loaded once) and decoding through the same transformers engine as a local run.
+training examples, loaded once) and decoding through the same engine as a local run.
 The driver never loads the LM: it plans the blocks, hands each to an idle worker, and appends the
 records it gets back to the run directory (one writer, one lock, no shared filesystem needed for
 the output). A block is the unit of work and of retry: when a worker dies, its block goes back to
@@ -9,7 +9,7 @@ the queue and a fresh worker takes its place; a rerun resumes from what is on di
 
 STEER's negative pool is the one thing shared across blocks: block b needs the records of blocks
 0 .. b-1-pool_lag. The driver sends each worker the blocks it has not seen yet with its next block,
-so every worker's pool is exactly the local run's, whatever the number of workers.
+so every worker's negative pool is exactly the local run's, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import logging
 import os
 import socket
 
-from .errors import SynthsteerError
-from .logs import log, native_stderr_to_log
+from ..errors import SynthsteerError
+from ..logs import log, native_stderr_to_log
 
 MAX_RETRIES = 3  # per block: a block that kills three workers is a bug, not a flaky node
 _ENV_PREFIXES = ("SYNTHSTEER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
@@ -91,7 +91,7 @@ class _Worker:
     def __init__(self, config, cwd: str, threads: int):
         import torch
 
-        from .generation import BlockGenerator
+        from .generator import BlockGenerator
 
         os.chdir(cwd)  # relative --data/--prompt/--expert paths mean what they mean to the driver
         torch.set_num_threads(threads)
@@ -106,24 +106,24 @@ class _Worker:
         return ({**self.generator.settings, "__guards__": self.generator.guards} if self.generator else None), \
             self.error
 
-    def records(self, pool: list[list[dict]], indices: list[int]) -> tuple[list[dict], int]:
-        return self.generator.records(pool, indices)
+    def records(self, written: list[list[dict]], indices: list[int]) -> tuple[list[dict], int]:
+        return self.generator.records(written, indices)
 
 
-class RayPool:
-    """Ray workers behind the interface of `generation.LocalPool` (idle, submit, wait, busy)."""
+class RayWorkers:
+    """Ray actors behind the interface of `run.LocalWorkers` (idle, submit, wait, busy)."""
 
     def __init__(self, config):
         try:
             import ray
         except ImportError:
-            raise SynthsteerError("--engine ray needs Ray: pip install 'synthsteer[ray]'") from None
+            raise SynthsteerError("--ray needs Ray: pip install 'synthsteer[ray]'") from None
         self.ray, self.config = ray, config
         self.started = not ray.is_initialized()
         if self.started:
             address = config.ray_address or os.environ.get("RAY_ADDRESS") or None  # ray.init reads it too
             where = (f"--ray-address {address}" if config.ray_address else f"RAY_ADDRESS={address}" if address
-                     else "--engine ray")
+                     else "--ray")
             _probe(address, where)
             try:
                 with _quiet_init(joining=address not in (None, "local")):
@@ -145,7 +145,7 @@ class RayPool:
         self.actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
         self.make = lambda: self.actor.remote(config, os.getcwd(), cpus)
         self.workers = [self.make() for _ in range(n)]
-        self.fed = [0] * n
+        self.seen = [0] * n  # written blocks each worker has been handed
         self.inflight: dict = {}  # object ref -> (worker slot, block)
         self.retries: dict[int, int] = {}
         answers = ray.get([w.settings.remote() for w in self.workers])
@@ -170,12 +170,12 @@ class RayPool:
     def busy(self) -> bool:
         return bool(self.inflight)
 
-    def fed_blocks(self, worker: int) -> int:
-        return self.fed[worker]
+    def seen_blocks(self, worker: int) -> int:
+        return self.seen[worker]
 
-    def submit(self, worker: int, block, pool: list[list[dict]]) -> None:
-        ref = self.workers[worker].records.remote(pool, block.todo)
-        self.fed[worker] += len(pool)
+    def submit(self, worker: int, block, written: list[list[dict]]) -> None:
+        ref = self.workers[worker].records.remote(written, block.todo)
+        self.seen[worker] += len(written)
         self.inflight[ref] = (worker, block)
 
     def wait(self):
@@ -193,7 +193,7 @@ class RayPool:
                                       f"killed {MAX_RETRIES} Ray workers; last: {str(e).splitlines()[0]}") from None
             log.warning(f"ray: a worker died on block {block.number}; retrying it on a new worker")
             ray.kill(self.workers[slot], no_restart=True)
-            self.workers[slot], self.fed[slot] = self.make(), 0
+            self.workers[slot], self.seen[slot] = self.make(), 0
             return block, None, 0
         except ray.exceptions.RayTaskError as e:
             cause = e.as_instanceof_cause()
