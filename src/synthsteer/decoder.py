@@ -70,6 +70,76 @@ def sample_tokens(logprobs: torch.Tensor, keys: torch.Tensor, step: int, samplin
     return (scores + gumbel).argmax(-1)
 
 
+# ---------------------------------------------------------------- transformers' cache internals
+#
+# Every touch of a transformers cache beyond handing it to the model's forward is in this section.
+# Written against transformers 5.24.0 (cache_utils.py), it relies on:
+#   Cache.layers                         one cache layer per decoder layer
+#   StaticLayer (the class, by name)     full attention: slot i holds position i's key and value
+#     .keys, .values                     [batch, kv heads, max_cache_len, head dim], allocated by
+#     .is_initialized, .lazy_initialization(keys, values)  (from the shapes, dtype and device of its
+#                                        arguments: batch, heads and head dims, not the slot count)
+#     .cumulative_length                 a 0-d tensor: the slot the next update() writes first
+#     .batch_size                        set by lazy_initialization, read by Cache.batch_size
+#   DynamicCache.batch_select_indices(rows)  keeps rows of every (DynamicLayer) layer
+# RowBatch._call hands the cache to the forward as `past_key_values`, which 5.24 deprecates for
+# `cache` (removal announced for 5.40): a release that ignores it would decode into a cache of its own.
+# tests/test_cache_surgery.py checks each of these and fails, naming this section, if transformers
+# changes one of them.
+
+TRANSFORMERS_WRITTEN_AGAINST = "5.24.0"
+
+
+def new_cache(config, static_slots: int | None = None):
+    """A `DynamicCache`, or a `StaticCache` of `static_slots` slots, for a model of `config`."""
+    from transformers import DynamicCache, StaticCache
+
+    if static_slots is None:
+        return DynamicCache(config=config)
+    return StaticCache(config=config, max_cache_len=static_slots)
+
+
+def can_place_rows(cache) -> bool:
+    """Whether `place_rows` can write into `cache`: plain full-attention static layers only (a
+    sliding-window layer keeps a rolling window, not one slot per position)."""
+    return all(type(layer).__name__ == "StaticLayer" for layer in cache.layers)
+
+
+def place_rows(cache, part, rows: torch.Tensor, start: int, batch: int) -> None:
+    """Copy every slot of the static cache `part` into rows `rows`, slots start: of `cache`,
+    allocating `cache` for `batch` rows on first use."""
+    for layer, small in zip(cache.layers, part.layers):
+        if not layer.is_initialized:
+            # lazy_initialization reads only the shape, dtype and device of its arguments
+            layer.lazy_initialization(small.keys.new_zeros(()).expand(batch, *small.keys.shape[1:]),
+                                      small.values.new_zeros(()).expand(batch, *small.values.shape[1:]))
+        stop = start + small.keys.shape[2]
+        layer.keys[rows, :, start:stop] = small.keys
+        layer.values[rows, :, start:stop] = small.values
+
+
+def set_length(cache, n: int) -> None:
+    """Mark the first `n` slots of a static cache written: the next forward writes slot n."""
+    # place_rows writes slots behind update()'s back, so the layers still count 0 written
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(n)
+
+
+def keep_rows(cache, rows: torch.Tensor) -> None:
+    """Keep only `rows` of the cache's batch, in that order (a row may repeat)."""
+    from transformers import StaticCache
+
+    if not isinstance(cache, StaticCache):
+        cache.batch_select_indices(rows)
+        return
+    # StaticLayer has no batch_select_indices: slice its tensors (losing the static address that
+    # torch.compile's cudagraphs want, which eager decoding does not use)
+    for layer in cache.layers:
+        if layer.is_initialized:
+            layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+            layer.batch_size = len(rows)
+
+
 # ---------------------------------------------------------------- rows of one model
 
 
@@ -149,49 +219,45 @@ class RowBatch:
         return logprobs[rows]
 
     def _prefill(self, prefixes: list[Prefix]) -> torch.Tensor:
-        """Run the left-padded prefixes; returns next-token log-probs [R, V].
-
-        Rows are run in chunks of similar length (`prefill_chunks`), each padded only to its own
-        longest row, and their keys and values are then placed right-aligned in the shared cache: the
-        same cache a single padded forward would give (positions come from position_ids, not slots),
-        for less compute and far less memory than one forward over every row."""
-        from transformers import DynamicCache, StaticCache
-
+        """Run the left-padded prefixes (all distinct); returns next-token log-probs [R, V]."""
         rows = self._embed_rows(prefixes)
         lengths = [r.shape[0] for r in rows]
         width = max(lengths)
-        dev = rows[0].device
-        self.mask = torch.zeros(len(rows), width + self.max_new_tokens, dtype=torch.long, device=dev)
+        slots = width + self.max_new_tokens
+        self.mask = torch.zeros(len(rows), slots, dtype=torch.long, device=rows[0].device)
         for i, n in enumerate(lengths):
             self.mask[i, width - n: width] = 1
         self.length = width
         self.positions = (self.mask[:, :width].cumsum(-1) - 1).clamp(min=0)[:, -1:]
         self.static = width >= self.STATIC_FROM
         if not self.static:
-            self.cache = DynamicCache(config=self.model.config)
+            self.cache = new_cache(self.model.config)
             return self._run_padded(rows, width, self.cache, width, self.adapters)
-        self.cache = StaticCache(config=self.model.config, max_cache_len=width + self.max_new_tokens)
-        buckets = prefill_chunks(lengths)
-        if len(buckets) == 1 or not all(type(layer).__name__ == "StaticLayer" for layer in self.cache.layers):
-            return self._run_padded(rows, width, self.cache, width + self.max_new_tokens, self.adapters)
+        self.cache = new_cache(self.model.config, static_slots=slots)
+        chunks = prefill_chunks(lengths)
+        if len(chunks) == 1 or not can_place_rows(self.cache):
+            return self._run_padded(rows, width, self.cache, slots, self.adapters)
+        return self._prefill_in_chunks(rows, chunks, width)
+
+    def _prefill_in_chunks(self, rows: list[torch.Tensor], chunks: list[list[int]], width: int) -> torch.Tensor:
+        """Prefill the static cache chunk by chunk; returns next-token log-probs [R, V].
+
+        Each chunk of similar-length rows is padded only to its own longest row, run into a cache of
+        its own, and its keys and values placed right-aligned (ending at slot `width`) in the shared
+        cache: the cache a single padded forward would give (positions come from position_ids, not
+        slots), for less compute and far less memory than one forward over every row."""
         logprobs = None
-        for idx in buckets:
-            w = max(lengths[i] for i in idx)
-            part = StaticCache(config=self.model.config, max_cache_len=w)
+        for idx in chunks:
+            w = max(rows[i].shape[0] for i in idx)
+            part = new_cache(self.model.config, static_slots=w)
             adapters = None if self.adapters is None else [self.adapters[i] for i in idx]
             lp = self._run_padded([rows[i] for i in idx], w, part, w, adapters)
             if logprobs is None:
                 logprobs = lp.new_empty(len(rows), lp.shape[-1])
-            sel = torch.tensor(idx, device=dev)
+            sel = torch.tensor(idx, device=lp.device)
             logprobs[sel] = lp
-            for layer, small in zip(self.cache.layers, part.layers):
-                if not layer.is_initialized:
-                    layer.lazy_initialization(small.keys.new_zeros((len(rows), *small.keys.shape[1:])),
-                                              small.values.new_zeros((len(rows), *small.values.shape[1:])))
-                layer.keys[sel, :, width - w: width] = small.keys
-                layer.values[sel, :, width - w: width] = small.values
-        for layer in self.cache.layers:
-            layer.cumulative_length.fill_(width)
+            place_rows(self.cache, part, sel, start=width - w, batch=len(rows))
+        set_length(self.cache, width)
         return logprobs
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -207,13 +273,7 @@ class RowBatch:
         self.mask, self.positions = self.mask[rows], self.positions[rows]
         if self.adapters is not None:
             self.adapters = [self.adapters[i] for i in rows.tolist()]
-        if not self.static:
-            self.cache.batch_select_indices(rows)
-            return
-        for layer in self.cache.layers:
-            if layer.is_initialized:
-                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
-                layer.batch_size = len(rows)
+        keep_rows(self.cache, rows)
 
 
 def prefix_key(p: Prefix, adapter: str | None) -> tuple:
@@ -229,9 +289,10 @@ def prefix_length(p: Prefix) -> int:
 PREFILL_TOKENS = 4096  # padded tokens per prefill forward: big enough for full-speed matmuls
 
 
-def prefill_chunks(lengths: list[int], max_tokens: int = PREFILL_TOKENS) -> list[list[int]]:
+def prefill_chunks(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
     """Row indices in chunks of similar length (length buckets, longest first within each), each
-    chunk at most `max_tokens` padded tokens (and at least one row)."""
+    chunk at most `max_tokens` (default `PREFILL_TOKENS`) padded tokens (and at least one row)."""
+    max_tokens = PREFILL_TOKENS if max_tokens is None else max_tokens
     chunks = []
     for bucket in length_buckets(lengths):
         rows = sorted(bucket, key=lambda i: -lengths[i])
@@ -277,6 +338,105 @@ class Decoded:
     logprob: float
 
 
+@dataclass
+class RowGroup:
+    """Rows of one model and one length class, decoded in one batch with one cache.
+
+    `sample` and `branch` say whose row each is: `sample` indexes the running samples (renumbered
+    as samples retire), `branch` the sample's branches."""
+
+    batch: RowBatch
+    sample: torch.Tensor  # [R] long
+    branch: torch.Tensor  # [R] long
+    prefixes: list[Prefix]
+
+    def prefill(self) -> torch.Tensor:
+        """The rows' first next-token log-probs [R, V]."""
+        return self.batch.prefill(self.prefixes)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append each running sample's token [B] to its rows; the next log-probs [R, V]."""
+        return self.batch.step(tokens[self.sample])
+
+    def retire(self, renumber: torch.Tensor) -> None:
+        """Drop the rows of finished samples and renumber the rest: `renumber` maps each running
+        sample to its index among those that go on, -1 for one that has finished."""
+        rows = (renumber[self.sample] >= 0).nonzero().squeeze(1)
+        self.batch.select(rows)
+        self.sample, self.branch = renumber[self.sample[rows]], self.branch[rows]
+        self.prefixes = [self.prefixes[i] for i in rows.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+
+def group_rows(models: list[torch.nn.Module], prefixes: list[list[Prefix]], max_new_tokens: int,
+               device: torch.device) -> list[RowGroup]:
+    """One group per model and length class, rows in (sample, branch) order: short rows (prompts)
+    never attend over the slots of long ones (STEER's negative prompts)."""
+    n, nb = len(prefixes), len(prefixes[0])
+    groups = []
+    for m, model in enumerate(models):
+        rows = [(i, b) for i in range(n) for b in range(nb) if prefixes[i][b].model == m]
+        for cls in length_buckets([prefix_length(prefixes[i][b]) for i, b in rows], slack=LENGTH_CLASS):
+            part = [rows[j] for j in sorted(cls)]
+            groups.append(RowGroup(RowBatch(model, [prefixes[i][b].adapter for i, b in part], max_new_tokens),
+                                   sample=torch.tensor([i for i, _ in part], device=device),
+                                   branch=torch.tensor([b for _, b in part], device=device),
+                                   prefixes=[prefixes[i][b] for i, b in part]))
+    return groups
+
+
+def gather_branches(groups: list[RowGroup], lps: list[torch.Tensor], samples: int, branches: int) -> torch.Tensor:
+    """The groups' row log-probs [R, V] as each running sample's branches' [samples, branches, V]."""
+    if len(groups) == 1:
+        # a lone group holds every row of the running samples (a sample's rows retire together), in
+        # (sample, branch) order
+        return lps[0].view(samples, branches, -1)
+    logprobs = torch.empty(samples, branches, lps[0].shape[-1], device=lps[0].device)
+    for g, lp in zip(groups, lps):
+        logprobs[g.sample, g.branch] = lp
+    return logprobs
+
+
+def retire(groups: list[RowGroup], keep: torch.Tensor, running: int) -> list[RowGroup]:
+    """Keep only the running samples `keep` (indices among the `running`), in every group; drops a
+    group whose samples have all finished."""
+    renumber = torch.full((running,), -1, dtype=torch.long, device=keep.device)
+    renumber[keep] = torch.arange(len(keep), device=keep.device)
+    for g in groups:
+        g.retire(renumber)
+    return [g for g in groups if len(g)]
+
+
+@dataclass
+class Transcript:
+    """What every sample has drawn: tokens [N, max_new_tokens] (-1 where none: past its end, or its
+    stop token) and the summed log-prob of those tokens [N] (float64: hundreds of steps add up)."""
+
+    tokens: torch.Tensor
+    logprob: torch.Tensor
+
+    @classmethod
+    def empty(cls, n: int, max_new_tokens: int, device: torch.device) -> Transcript:
+        return cls(torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device),
+                   torch.zeros(n, dtype=torch.float64, device=device))
+
+    def record(self, samples: torch.Tensor, step: int, tokens: torch.Tensor, scores: torch.Tensor,
+               done: torch.Tensor) -> None:
+        """Write the running `samples`' tokens of `step` and add their log-probs under `scores`
+        [B, V]; a stop token (`done`) is not part of the sample."""
+        chosen = scores.gather(1, tokens[:, None]).squeeze(1).double()
+        self.tokens[samples, step] = tokens.masked_fill(done, -1)
+        self.logprob[samples] += chosen.masked_fill(done, 0.0)
+
+    def decoded(self) -> list[Decoded]:
+        max_new_tokens = self.tokens.shape[1]
+        tokens = [[t for t in row if t >= 0] for row in self.tokens.tolist()]
+        return [Decoded(toks, "length" if len(toks) == max_new_tokens else "eos", lp)
+                for toks, lp in zip(tokens, self.logprob.tolist())]
+
+
 def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[Prefix]], keys: list[int],
            sampling: SamplingConfig, eos_token_ids: set[int] | int, combine: Combine | None = None,
            on_step: Callable[[int], None] | None = None, trace: list | None = None) -> list[list[int]]:
@@ -312,56 +472,30 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
             raise ValueError("several branches per sample need a combine rule")
         combine = lambda lp, **_: lp[:, 0]  # noqa: E731
     dev = models[0].get_input_embeddings().weight.device
-    # one group of rows per model and length class, each with its own cache: short rows (prompts)
-    # never attend over the slots of long ones (STEER's negative prompts)
-    groups = []  # [RowBatch, sample index of each row, branch of each row, prefixes]
-    for m, model in enumerate(models):
-        rows = [(i, b) for i in range(n) for b in range(nb) if prefixes[i][b].model == m]
-        for cls in length_buckets([prefix_length(prefixes[i][b]) for i, b in rows], slack=LENGTH_CLASS):
-            part = [rows[j] for j in sorted(cls)]
-            batch = RowBatch(model, [prefixes[i][b].adapter for i, b in part], sampling.max_new_tokens)
-            groups.append([batch, torch.tensor([i for i, _ in part], device=dev),
-                           torch.tensor([b for _, b in part], device=dev), [prefixes[i][b] for i, b in part]])
+    groups = group_rows(models, prefixes, sampling.max_new_tokens, dev)
+    transcript = Transcript.empty(n, sampling.max_new_tokens, dev)
     with torch.no_grad():
-        lps = [g[0].prefill(g[3]) for g in groups]
-        alive = torch.arange(n, device=dev)
+        lps = [g.prefill() for g in groups]
+        alive = torch.arange(n, device=dev)  # the running samples
         key_t = torch.tensor(keys, dtype=torch.int64, device=dev)
         eos_t = torch.tensor(sorted(eos), device=dev)
-        out = torch.full((n, sampling.max_new_tokens), -1, dtype=torch.long, device=dev)
-        logprob = torch.zeros(n, dtype=torch.float64, device=dev)
-        single = len(groups) == 1
         for step in range(sampling.max_new_tokens):
-            if single:  # one batch holds every row, in (sample, branch) order
-                logprobs = lps[0].view(len(alive), nb, -1)
-            else:
-                logprobs = torch.empty(len(alive), nb, lps[0].shape[-1], device=dev)
-                for (_, sample_of, branch_of, _), lp in zip(groups, lps):
-                    logprobs[sample_of, branch_of] = lp
+            logprobs = gather_branches(groups, lps, len(alive), nb)
             scores = torch.log_softmax(combine(logprobs, step=step, samples=alive), dim=-1)
             if trace is not None:
                 trace.append((alive.clone(), scores.clone()))
             tokens = sample_tokens(scores, key_t[alive], step, sampling)
             done = torch.isin(tokens, eos_t)
-            chosen = scores.gather(1, tokens[:, None]).squeeze(1).double()
-            out[alive, step] = tokens.masked_fill(done, -1)  # a stop token is not part of the sample
-            logprob[alive] += chosen.masked_fill(done, 0.0)
+            transcript.record(alive, step, tokens, scores, done)
             if step + 1 == sampling.max_new_tokens:
                 break
             if done.any():
                 keep = (~done).nonzero().squeeze(1)
                 if len(keep) == 0:
                     break
-                renumber = torch.full((len(alive),), -1, dtype=torch.long, device=dev)
-                renumber[keep] = torch.arange(len(keep), device=dev)
-                for g in groups:
-                    rows = (renumber[g[1]] >= 0).nonzero().squeeze(1)
-                    g[0].select(rows)
-                    g[1], g[2] = renumber[g[1][rows]], g[2][rows]
-                groups = [g for g in groups if len(g[1])]  # a length class whose samples have all finished
+                groups = retire(groups, keep, len(alive))
                 alive, tokens = alive[keep], tokens[keep]
             if on_step:
                 on_step(len(alive))
-            lps = [g[0].step(tokens[g[1]]) for g in groups]
-    tokens = [[t for t in row if t >= 0] for row in out.tolist()]
-    return [Decoded(toks, "length" if len(toks) == sampling.max_new_tokens else "eos", lp)
-            for toks, lp in zip(tokens, logprob.tolist())]
+            lps = [g.step(tokens) for g in groups]
+    return transcript.decoded()
