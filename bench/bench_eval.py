@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import tempfile
+from dataclasses import asdict
 
 import torch
 
@@ -29,7 +30,7 @@ def main():
         print(f"{args.n} vs {args.n} samples, torch threads {torch.get_num_threads()}")
         results = {}
         for run in ("first run", "cached rerun"):
-            s = evaluate(cfg, progress=False)["seconds"]
+            s = asdict(evaluate(cfg, progress=False).seconds)
             results[run] = s
             print(f"{run:13s} featurize {s['featurize']:6.1f}s  metrics {s['metrics']:6.1f}s  total {s['total']:6.1f}s",
                   flush=True)

@@ -47,7 +47,8 @@ def main():
     report = evaluate(EvalConfig(real="builtin:gsm8k/test", field="question", synthetic=tuple(
         f"{k}={v}" for k, v in sets.items()), out=str(out / "eval"), max_samples=400, device="cpu"), progress=False)
     rows = {}
-    for name, m in report["metrics"].items():
+    for name, metrics in report.metrics.items():
+        m = metrics.values
         rows[name] = {"mauve": round(m["mauve"]["mean"], 3), "mauve_std": round(m["mauve"]["std"], 3),
                       **{k: round(m[k], 3) for k in ("distinct_2", "self_bleu", "mean_words") if k in m},
                       "generate_s": times.get(name)}

@@ -202,7 +202,7 @@ class Study:
                          max_samples=self.scale.real_n, device="cpu", quiet=True)
         self.say(f"start eval {out.relative_to(self.out)} ({len(sets)} sets)")
         t0 = time.time()
-        report = evaluate(cfg, progress=False)
+        report = evaluate(cfg, progress=False).to_json()
         self.say(f"done  eval {out.relative_to(self.out)} in {time.time() - t0:.0f} s")
         return report
 

@@ -11,9 +11,7 @@ from synthsteer import GenerateConfig, SamplingConfig
 from synthsteer.decoder import Prefix
 from synthsteer.engine import Request, Step, TransformersEngine
 from synthsteer.errors import SynthsteerError
-from synthsteer.generation import METHODS
-from synthsteer.methods import METHODS as REGISTRY
-from synthsteer.methods import method_class
+from synthsteer.generation import METHODS, method_spec
 from synthsteer.randomness import Stream, stream_key
 
 
@@ -45,11 +43,103 @@ def test_a_flag_the_method_does_not_read_is_reported(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_every_method_is_registered_by_name():
-    method_class("plain")  # loads every method module
-    assert set(METHODS) == set(REGISTRY)
+def test_every_method_is_declared_once_and_everything_else_derives_from_it():
+    from dataclasses import fields
+
+    from synthsteer.generation.config import ignored_settings
+    from synthsteer.method import Method
+    from synthsteer.options import ENGINES
+    from synthsteer.engine import ENGINES as ENGINE_CLASSES
+
+    assert list(METHODS) == ["softsrv", "plain", "hard", "steer"]
+    choices = {f.name: f.metadata["choices"] for f in fields(GenerateConfig)}
+    assert choices["method"] == tuple(METHODS) and set(ENGINES) == set(ENGINE_CLASSES)
+    for name, spec in METHODS.items():
+        cls = spec.method_class()
+        assert issubclass(cls, Method) and cls.spec is spec, name
+        # the view holds exactly the groups' fields, each one of GenerateConfig's
+        view = spec.view_of(GenerateConfig(method=name))
+        assert {f.name for f in fields(view)} <= {f.name for f in fields(GenerateConfig)}
+    assert {f.name for f in fields(METHODS["plain"].view)} == {"batch_size", "seed"}
+    assert ignored_settings(GenerateConfig(method="softsrv", shots=3)) == ["--shots"]
     with pytest.raises(SynthsteerError, match="--method nope: use one of hard, plain, softsrv, steer"):
-        method_class("nope")
+        method_spec("nope")
+
+
+def test_a_new_method_is_one_declaration(monkeypatch):
+    """A declared method's option group becomes one of GenerateConfig's groups (the class statement
+    takes `registry.method_groups()`), and its flags are checked for applicability like the others."""
+    from dataclasses import dataclass
+
+    from synthsteer.generation import registry
+    from synthsteer.method import MethodSpec
+    from synthsteer.options import RecordOptions, option
+
+    assert set(registry.method_groups()) <= set(GenerateConfig.__mro__)
+
+    @dataclass(frozen=True)
+    class EchoOptions(RecordOptions):
+        echo: int = option(1, "Times to echo.", count=True)
+
+    @dataclass(frozen=True)
+    class EchoView(EchoOptions, RecordOptions):
+        """What --method echo reads."""
+
+    monkeypatch.setitem(registry.METHODS, "echo", MethodSpec("echo", "an echo", EchoView,
+                                                            "synthsteer.baselines.method:Plain"))
+    assert registry.method_groups()[-1] is EchoOptions
+
+
+def test_imports_point_one_way():
+    """No import cycle anywhere in the package, counting imports inside functions (only those under
+    `if TYPE_CHECKING:` are left out: they never run)."""
+    import ast
+
+    root = Path(__file__).parents[1] / "src" / "synthsteer"
+    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+
+    def imported(name: str, path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                for n in ast.walk(node)}
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        out = set()
+        for node in ast.walk(tree):
+            if id(node) in skip or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for t in targets:
+                while t not in modules and "." in t:
+                    t = t.rsplit(".", 1)[0]
+                if t in modules and t != name:
+                    out.add(t)
+        return out
+
+    graph = {name: imported(name, path) for name, path in modules.items()}
+    assert graph["synthsteer.generation.run"] >= {"synthsteer.generation.generator"}  # the walk sees imports
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
 
 
 def test_random_streams_of_a_record_differ():
@@ -109,7 +199,7 @@ def test_a_new_metric_is_one_table_entry(tmp_path, monkeypatch):
     data.write_text("".join(json.dumps({"text": f"question {i}?"}) + "\n" for i in range(40)))
     report = evaluate(EvalConfig(real=str(data), field="text", synthetic=(f"same={data}",), out=str(tmp_path / "e"),
                                  mauve_seeds=(0,), device="cpu"), progress=False)
-    assert report["metrics"]["same"]["question_marks"] == 1.0
+    assert report.metrics["same"].values["question_marks"] == 1.0
     assert "question marks" in headers()
     assert ["question marks", "1.00", "1.00"] in transposed(report)[1]
 
@@ -152,3 +242,13 @@ def test_every_command_is_a_callable_of_the_package():
         assert callable(getattr(synthsteer, name)), name
     for name in ("FitConfig", "ExpertConfig", "GenerateConfig", "EvalConfig", "FilterConfig", "ExportConfig"):
         assert isinstance(getattr(synthsteer, name), type), name
+
+
+def test_engine_names_the_decoder_and_ray_where_it_runs(capsys):
+    """--engine ray (the spelling before --ray) still works, with a one-line note."""
+    config = GenerateConfig(method="plain", engine="ray", workers=2)
+    assert (config.engine, config.ray, config.workers) == ("transformers", True, 2)
+    assert capsys.readouterr().err.strip() == ("warning: --engine ray is deprecated: use --ray (--engine names the "
+                                               "decoding engine)")
+    with pytest.raises(SynthsteerError, match="--workers needs --ray"):
+        GenerateConfig(method="plain", workers=2)

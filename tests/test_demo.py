@@ -21,6 +21,14 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         m = row["mauve"]
         assert 0 < m["mean"] <= 1 and len(m["scores"]) == 3 and m["n_q"] == 24
         assert 0 <= row["distinct_2"] <= 1 and len(row["samples"]) == 4
+    # the table is eval's: the same numbers as its report, which has every metric and the ceiling
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert result["report"] == str(out / "eval" / "report.json") and "real vs real" in report["metrics"]
+    assert report["real"]["n"] == 24 and set(report["sets"]) == set(methods)
+    for name, row in methods.items():
+        scored = report["metrics"][name]
+        assert row["mauve"] == scored["mauve"] and row["distinct_2"] == scored["distinct_2"]
+        assert set(row["samples"]) <= set(scored["examples"]["synthetic"])
     best = max((k for k in methods if k not in ("softsrv mc", "real (train questions)")),
                key=lambda k: methods[k]["mauve"]["mean"])
     assert best in result["verdict"] and "softsrv mc" in result["verdict"]

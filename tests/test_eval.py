@@ -37,45 +37,59 @@ def report(sets, tmp_path_factory):
 
 def test_identical_and_disjoint_sets(report):
     r, _ = report
-    same, other = r["metrics"]["same"], r["metrics"]["other"]
+    same, other = r.metrics["same"].values, r.metrics["other"].values
     assert same["mauve"]["mean"] > 0.95 and len(same["mauve"]["scores"]) == 3
     assert abs(same["auroc"] - 0.5) < 0.1
     assert other["mauve"]["mean"] < 0.1 and other["auroc"] > 0.95
     assert same["precision"] > 0.9 and other["precision"] < 0.2
-    assert r["metrics"]["real vs real"]["mauve"]["mean"] > other["mauve"]["mean"]
-    assert any("MAUVE is biased" in w for w in r["warnings"])
-    assert r["featurizer"] == "st:minilm" and r["packages"]["mauve-text"]
+    assert r.metrics["real vs real"].values["mauve"]["mean"] > other["mauve"]["mean"]
+    assert any("MAUVE is biased" in w for w in r.warnings)
+    assert r.featurizer == "st:minilm" and r.packages["mauve-text"]
+    assert r.real.n == 240 and r.sets["same"].n == 240 and r.sets["same"].settings == {}
 
 
 def test_each_set_gets_a_verdict_and_samples_beside_real_ones(report, sets):
     r, out = report
-    same, other = r["metrics"]["same"], r["metrics"]["other"]
-    assert same["verdict"].startswith("close to the real data: MAUVE") and "barely" in same["verdict"]
-    assert other["verdict"].startswith("far from the real data: MAUVE 0.0") and "perfectly (AUROC 1.00)" in \
-        other["verdict"]
+    same, other = r.metrics["same"], r.metrics["other"]
+    assert same.verdict.startswith("close to the real data: MAUVE") and "barely" in same.verdict
+    assert other.verdict.startswith("far from the real data: MAUVE 0.0") and "perfectly (AUROC 1.00)" in other.verdict
+    assert r.metrics["real vs real"].verdict is None and r.metrics["real vs real"].examples is None
     real = {json.loads(line)["text"] for line in open(sets["real"])}
     toxic = {json.loads(line)["text"] for line in open(sets["other"])}
-    ex = other["examples"]
-    assert len(ex["synthetic"]) == 10 and set(ex["synthetic"]) <= toxic and set(ex["real"]) <= real
+    ex = other.examples
+    assert len(ex.synthetic) == 10 and set(ex.synthetic) <= toxic and set(ex.real) <= real
     # a sample of the identical set has itself as its closest real text
-    assert all(n["synthetic"] == n["real"] and n["cosine"] > 0.99 for n in same["examples"]["neighbours"])
+    assert all(n.synthetic == n.real and n.cosine > 0.99 for n in same.examples.neighbours)
     page = (out / "report.html").read_text()
     assert page.count('class="verdict"') == 3 and "closest real (cosine" in page
 
 
 def test_copied_training_examples_are_flagged(report, sets):
     r, _ = report
-    mem = r["metrics"]["copied"]["memorization"]
+    mem = r.metrics["copied"].values["memorization"]
     assert mem["exact_rate"] == pytest.approx(3 / 120)
     train = [json.loads(line)["text"] for line in open(sets["train"])]
     assert {w["synthetic"] for w in mem["worst"][:3]} == set(train[:3])
-    assert r["metrics"]["same"]["memorization"]["exact_rate"] == 0
+    assert r.metrics["same"].values["memorization"]["exact_rate"] == 0
+    assert "memorization" not in r.metrics["real vs real"].values  # the ceiling is real by construction
 
 
 def test_report_files(report):
+    from synthsteer.export import read_report
+    from synthsteer.report import EvalReport
+
     r, out = report
     saved = json.loads((out / "report.json").read_text())
     assert saved["metrics"]["same"]["n"] == 240 and saved["plots"] == ["lengths", "projection"]
+    assert set(saved) == {"synthsteer_version", "packages", "config", "featurizer", "real", "sets",
+                          "varying_settings", "metrics", "warnings", "seconds", "plots"}
+    assert "distinct_3" in saved["metrics"]["same"] and "unique_3gram_ratio" not in saved["metrics"]["same"]
+    assert saved["real"] == {"source": r.real.source, "n": 240}  # the real data has no manifest settings
+    # report.json reads back as the report evaluate returned
+    back = read_report(str(out))
+    assert back.to_json() == saved and back.metrics["same"].examples == r.metrics["same"].examples
+    old = {**saved, "metrics": {k: {**v, "unique_3gram_ratio": v["distinct_3"]} for k, v in saved["metrics"].items()}}
+    assert EvalReport.from_json(old).to_json() == saved  # a report of a version that wrote both keys
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "real vs real" in page
 
@@ -133,14 +147,16 @@ def test_tstr_on_bundled_labelled_sets(tmp_path, name, field, label):
                                 _write(tmp_path / "plain.jsonl", unlabelled)),
                      field="text", label_field="label", out=str(tmp_path / "out"), device="cpu", mauve_seeds=(0,))
     r = evaluate(cfg, progress=False)
-    t = r["metrics"]["syn"]["tstr"]
+    m = {name: s.values for name, s in r.metrics.items()}
+    t = m["syn"]["tstr"]
     # labels hold on real-looking data, and a judge trained on real labels sees through flipped ones
-    assert r["metrics"]["syn"]["label_agreement"] > 0.6 > r["metrics"]["flipped"]["label_agreement"]
+    assert m["syn"]["label_agreement"] > 0.6 > m["flipped"]["label_agreement"]
     # an unlabelled baseline sits in the same report, without TSTR
-    assert "tstr" not in r["metrics"]["plain"] and r["metrics"]["plain"]["mauve"]["mean"] > 0
+    assert "tstr" not in m["plain"] and "label_agreement" not in m["plain"] and m["plain"]["mauve"]["mean"] > 0
+    assert "label_agreement" not in m["real vs real"]
     majority = max(sum(x["label"] == v for x in real_rows) for v in {x["label"] for x in real_rows}) / len(real_rows)
     assert t["n_train"] == 300 and t["accuracy"] > (0.6 if name == "jigsaw" else 0.5)
-    assert r["metrics"]["real vs real"]["tstr"]["accuracy"] is not None
+    assert m["real vs real"]["tstr"]["accuracy"] is not None
     assert 0 <= t["macro_f1"] <= 1 and majority < 1
 
 
@@ -150,5 +166,5 @@ def test_two_numeric_settings_give_a_heatmap(tmp_path, sets):
             for i, (g, e) in enumerate([(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5)])]
     r = evaluate(EvalConfig(real=sets["real"], field="text", synthetic=tuple(runs), out=str(tmp_path / "rep"),
                             device="cpu", mauve_seeds=(0,)), progress=False)
-    assert r["varying_settings"] == {"eta": [0.0, 0.5, 0.0, 0.5], "gamma": [0.0, 0.0, 0.5, 0.5]}
-    assert "sweep" in r["plots"] and 'id="plot-sweep"' in (tmp_path / "rep" / "report.html").read_text()
+    assert r.varying_settings == {"eta": [0.0, 0.5, 0.0, 0.5], "gamma": [0.0, 0.0, 0.5, 0.5]}
+    assert "sweep" in r.plots and 'id="plot-sweep"' in (tmp_path / "rep" / "report.html").read_text()

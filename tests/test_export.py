@@ -99,3 +99,42 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and message in err[-1], (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet"]
+
+
+def test_name_equals_path_is_one_rule(tmp_path, monkeypatch):
+    """eval's --synthetic and export's runs read NAME=PATH alike (runs.split_name)."""
+    from synthsteer.export import _named
+    from synthsteer.runs import split_name
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a=b").mkdir()  # a directory whose name holds '=': itself, not a name and a path
+    for item, expected in (("mc=runs/x", ("mc", "runs/x")), ("few-shot (3)=runs/few", ("few-shot (3)", "runs/few")),
+                           ("runs/x/", ("x", "runs/x/")), ("data/set.jsonl", ("set", "data/set.jsonl")),
+                           ("builtin:gsm8k/test", ("test", "builtin:gsm8k/test")), ("./c=d", ("c=d", "./c=d")),
+                           ("/abs/e=f", ("e=f", "/abs/e=f")), ("a=b", ("a=b", "a=b")), ("=x", ("=x", "=x")),
+                           ("n=a=b", ("n", "a=b"))):
+        assert split_name(item) == expected, item
+    assert _named("soft=runs/x") == ("soft", Path("runs/x"))
+
+
+def test_read_report_is_the_typed_report_and_names_damaged_fields(tmp_path):
+    import re
+
+    from synthsteer.errors import SynthsteerError
+    from synthsteer.export import read_report
+
+    d = _report(tmp_path)
+    r = read_report(str(d))  # a report with only what the first reports had
+    assert r.real.source == "builtin:gsm8k/test" and r.real.n == 400 and r.sets == {} and r.warnings == ()
+    assert r.metrics["softsrv"].values == {"mauve": {"mean": 0.5, "std": 0.01}, "distinct_2": 0.6}
+    base = json.loads((d / "report.json").read_text())
+    for damage, message in (
+            ({"sets": {"a": {"source": "x", "n": "many"}}}, "'sets.a.n' must be an integer, not str"),
+            ({"warnings": ["ok", 3]}, "warnings[1] must be a string, not int"),
+            ({"seconds": {"featurize": 1, "metrics": 2}}, "lacks 'seconds.total'"),
+            ({"metrics": {"a": {"verdict": 1}}}, "'metrics.a.verdict' must be a string"),
+            ({"metrics": {"a": {"examples": {"neighbours": [{"synthetic": "s", "real": "r"}]}}}},
+             "lacks 'metrics.a.examples.neighbours[0].cosine'")):
+        (d / "report.json").write_text(json.dumps({**base, **damage}))
+        with pytest.raises(SynthsteerError, match=re.escape(f"--report {d}: report.json") + ".*" + re.escape(message)):
+            read_report(str(d))

@@ -232,7 +232,7 @@ ray = pytest.importorskip("ray")
 
 def _generate(out: Path, *flags: str) -> list[str]:
     return ["generate", "--prompt", str(GOLDEN / "prompt"), "--n", "2", "--max-new-tokens", "4", "--device", "cpu",
-            "--out", str(out), "--engine", "ray", *flags]
+            "--out", str(out), "--ray", *flags]
 
 
 def test_ray_addresses_refused_in_seconds(cwd, capsys, monkeypatch):

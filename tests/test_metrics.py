@@ -66,3 +66,36 @@ def test_tstr():
     r = tstr(x, y, x, y)
     assert r["accuracy"] > 0.95 and r["macro_f1"] > 0.95
     assert tstr(x, ["a"] * 100, x, y)["accuracy"] is None
+
+
+def test_table_entries_needing_absent_inputs_are_skipped(monkeypatch):
+    """Memorization, TSTR and label agreement are table entries like the rest: computed where their
+    inputs are given (a computed None stays, as null), absent from the set's values otherwise."""
+    from synthsteer import metrics
+    from synthsteer.metrics import Labelled, SetInputs, compute_metrics, label_classifier
+
+    optional = ("memorization", "tstr", "label_agreement")
+    monkeypatch.setattr(metrics, "METRICS", tuple(m for m in metrics.METRICS if m.key in optional))
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(size=(20, 4)) - 2, rng.normal(size=(20, 4)) + 2])
+    y = ["a"] * 20 + ["b"] * 20
+    bare = SetInputs(SENTENCES, x, SENTENCES, x)
+    assert compute_metrics(bare) == {}
+    full = SetInputs(SENTENCES, x, SENTENCES, x, train_texts=SENTENCES[:5], labels=y, tstr_train=Labelled(x, y),
+                     tstr_test=Labelled(x, y), judge=label_classifier(x, y))
+    values = compute_metrics(full)
+    assert list(values) == list(optional)
+    assert values["memorization"]["exact_rate"] == pytest.approx(5 / 40) and values["tstr"]["accuracy"] > 0.95
+    assert values["label_agreement"] > 0.95
+    no_judge = compute_metrics(SetInputs(SENTENCES, x, SENTENCES, x, labels=y))
+    assert no_judge == {"label_agreement": None}  # labelled, but the real data had one class
+
+
+def test_one_text_normalisation_and_label_lookup():
+    from synthsteer.metrics import n_words, normalize_text, record_label
+
+    assert normalize_text("  The CAT\tsat \n") == "the cat sat" and n_words(" a  b\nc ") == 3
+    assert copy_scores(["THE cat  sat"], ["the cat sat"])[0]["exact"]  # memorization's "exact" is this one
+    assert record_label({"label": "x", "provenance": {"label": "y"}}, "label") == "x"
+    assert record_label({"provenance": {"label": "y"}}, "label") == "y"
+    assert record_label({"text": "t"}, "label") is None

@@ -17,7 +17,7 @@ _EXPORTS = {
     "FitConfig": ".softsrv.config", "SoftPromptConfig": ".softsrv.config", "fit_soft_prompt": ".softsrv.fit",
     "SoftPrompt": ".softsrv.prompt", "load_soft_prompt": ".softsrv.prompt",
     "ExpertConfig": ".steer.config", "train_expert": ".steer.expert",
-    "EvalConfig": ".evaluation", "evaluate": ".evaluation",
+    "EvalConfig": ".evaluation", "evaluate": ".evaluation", "EvalReport": ".report",
     "FilterConfig": ".filter", "filter_run": ".filter",
     "ExportConfig": ".export", "export_runs": ".export", "to_dataset": ".export",
 }

@@ -3,13 +3,15 @@
 On SmolLM2-135M-Instruct (default) it fits an `mc` soft prompt on GSM8K training questions, then
 generates the same number of questions four ways with the same sampling settings: from the soft
 prompt, from the zero-shot and the few-shot hard prompt (chat template on), and unsteered. Each set
-is scored against held-out GSM8K test questions (MAUVE mean ± std over k-means seeds, distinct-2,
-length) next to real training questions, the ceiling. The verdict printed at the end is computed
+is scored by `synthsteer eval` against held-out GSM8K test questions, next to real training
+questions, the ceiling; the table printed shows MAUVE (mean ± std over k-means seeds), distinct-2
+and length, and OUT/eval/report.html has every metric. The verdict printed at the end is computed
 from the table, whichever way it goes. Rerunning reuses what is done.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from pathlib import Path
 from .artifacts import write_json
 from .logs import console_settings
 from .options import LogOptions, option
+
+CEILING = "real (train questions)"
 
 
 @dataclass(frozen=True)
@@ -40,22 +44,46 @@ class DemoConfig(LogOptions):
     device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
 
 
+def _questions(path: Path, split: str, limit: int) -> str:
+    """The first `limit` GSM8K questions of `split` as a data file for eval (which takes data sources
+    and subsamples at random, where the demo scores against the first questions), rewritten whole."""
+    from .data import DataSpec, load_records
+
+    rows = [json.dumps({"text": r.text}, ensure_ascii=False) + "\n"
+            for r in load_records(DataSpec("builtin:gsm8k", field="question", split=split, limit=limit))]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(rows), encoding="utf-8")
+    tmp.replace(path)
+    return str(path)
+
+
 @console_settings
 def run_demo(config: DemoConfig) -> dict:
+    """Fit, generate four ways, evaluate; returns (and writes to OUT/demo.json) the table's numbers
+    and the verdict."""
     from rich.console import Console
     from rich.table import Table
 
-    from .data import DataSpec, load_records
-    from .encoders import encode_cached, load_encoder
+    from .evaluation import EvalConfig, evaluate
     from .generation import GenerateConfig, generate
     from .lm import load_lm
-    from .metrics import distinct_n, mauve_score
-    from .runs import read_run
     from .softsrv.config import FitConfig
     from .softsrv.fit import fit_soft_prompt
 
     console = Console()
     out = Path(config.out)
+    methods = {
+        "softsrv mc": dict(method="softsrv", prompt=str(out / "prompt")),
+        "zero-shot": dict(method="hard", data="builtin:gsm8k", field="question"),
+        f"few-shot ({config.shots})": dict(method="hard", data="builtin:gsm8k", field="question", shots=config.shots),
+        "unsteered": dict(method="plain"),
+    }
+    paths = {name: out / name.split(" ")[0] for name in methods}
+    # built first: a setting eval refuses (a seed beyond 2**32-1) is refused before the fit, not after
+    eval_config = EvalConfig(real=str(out / "heldout.jsonl"), field="text", out=str(out / "eval"),
+                             synthetic=(*(f"{name}={path}" for name, path in paths.items()),
+                                        f"{CEILING}={out / 'train-questions.jsonl'}"),
+                             device=config.device, seed=config.seed, quiet=config.quiet, log_level=config.log_level)
     t0 = time.time()
     lm = load_lm(config.model, device=config.device)
     t_fit, steps = time.time(), 6
@@ -69,46 +97,37 @@ def run_demo(config: DemoConfig) -> dict:
     fit_minutes = (time.time() - t_fit) / 60
     common = dict(n=config.n, batch_size=config.generate_batch_size, max_new_tokens=config.max_new_tokens,
                   temperature=config.temperature, top_p=config.top_p, seed=config.seed, model=config.model)
-    methods = {
-        "softsrv mc": dict(method="softsrv", prompt=str(out / "prompt")),
-        "zero-shot": dict(method="hard", data="builtin:gsm8k", field="question"),
-        f"few-shot ({config.shots})": dict(method="hard", data="builtin:gsm8k", field="question", shots=config.shots),
-        "unsteered": dict(method="plain"),
-    }
-    runs = {}
     for k, (name, kw) in enumerate(methods.items()):
         console.rule(f"[bold]{k + 2}/{steps} generate {config.n} questions: {name}")
-        runs[name] = generate(GenerateConfig(out=str(out / name.split(" ")[0]), **common, **kw), lm=lm)
+        generate(GenerateConfig(out=str(paths[name]), **common, **kw), lm=lm)
     console.rule(f"[bold]{steps}/{steps} score against held-out GSM8K test questions")
-    real = [r.text for r in load_records(DataSpec("builtin:gsm8k", field="question", split="test",
-                                                  limit=config.heldout))]
-    encoder = load_encoder("minilm")
-    real_feats = encode_cached(encoder, real, progress=True).numpy()
-    texts = {name: [r["text"] for r in read_run(path)] for name, path in runs.items()}
-    texts["real (train questions)"] = [r.text for r in load_records(DataSpec("builtin:gsm8k", field="question",
-                                                                             limit=config.n))]
-    table = Table(title=f"{config.model}: {config.n} samples per method vs {len(real)} held-out GSM8K questions "
+    _questions(out / "heldout.jsonl", "test", config.heldout)
+    _questions(out / "train-questions.jsonl", "train", config.n)
+    report = evaluate(eval_config, progress=True)
+    seeds = len(eval_config.mauve_seeds)
+    table = Table(title=f"{config.model}: {config.n} samples per method vs {report.real.n} held-out GSM8K questions "
                         f"(temperature {config.temperature}, top-p {config.top_p})")
-    for col in ("method", "MAUVE (mean ± std, 3 k-means seeds)", "distinct-2", "mean words"):
+    for col in ("method", f"MAUVE (mean ± std, {seeds} k-means seeds)", "distinct-2", "mean words"):
         table.add_column(col)
     results: dict = {"model": config.model, "fit_steps": config.steps, "fit_batch_size": config.batch_size,
-                     "fit_minutes": round(fit_minutes, 1), "methods": {}}
-    for name, samples in texts.items():
-        feats = encode_cached(encoder, samples, progress=False).numpy()
-        m = mauve_score(real_feats, feats)
-        row = {"mauve": m, "distinct_2": distinct_n(samples, 2),
-               "mean_words": sum(len(s.split()) for s in samples) / len(samples), "samples": samples[:4]}
+                     "fit_minutes": round(fit_minutes, 1), "report": str(out / "eval" / "report.json"), "methods": {}}
+    for name in report.sets:
+        scored = report.metrics[name]
+        m = scored.values["mauve"]
+        row = {"mauve": m, "distinct_2": scored.values["distinct_2"], "mean_words": scored.values["mean_words"],
+               "samples": list(scored.examples.synthetic[:4])}  # drawn at random by eval
         results["methods"][name] = row
         table.add_row(name, f"{m['mean']:.3f} ± {m['std']:.3f}", f"{row['distinct_2']:.3f}", f"{row['mean_words']:.1f}")
     console.print(table)
     console.print(f"soft prompt: mc, {config.prompt_length} tokens, fit for {config.steps} steps of {config.batch_size} "
                   f"questions in {fit_minutes:.1f} min")
-    for name in runs:
+    for name in methods:
         console.print(f"[bold]{name}[/bold] samples:")
-        for s in texts[name][:3]:
+        for s in results["methods"][name]["samples"][:3]:
             console.print(f"  • {s[:220]!r}")
-    results["verdict"] = verdict({k: v["mauve"] for k, v in results["methods"].items() if k in runs}, "softsrv mc")
+    results["verdict"] = verdict({k: v["mauve"] for k, v in results["methods"].items() if k in methods}, "softsrv mc")
     console.print(f"[bold]verdict:[/bold] {results['verdict']}")
+    console.print(f"every metric: {out / 'eval' / 'report.html'}")
     results["seconds"] = round(time.time() - t0, 1)
     write_json(out / "demo.json", results)
     console.print(f"demo finished in {results['seconds']:.0f}s; numbers in {out / 'demo.json'}")

@@ -17,15 +17,16 @@ from ._version import __version__
 from .data import DataSpec, load_records, template_fields
 from .errors import SynthsteerError
 from .logs import console_settings, log, log_file
-from .metrics import MIN_SAMPLES, SetInputs, compute_metrics, label_agreement, label_classifier, label_values, memorization, tstr
-from .options import LogOptions, option, require
-from .runs import checked_records
+from .metrics import MIN_SAMPLES, Labelled, SetInputs, compute_metrics, label_classifier, label_values, record_label
+from .options import FeaturizerOptions, LogOptions, TextOptions, option, require
+from .report import EvalReport, Examples, Neighbour, SetInfo, SetMetrics, Timings, write_report
+from .runs import checked_records, split_name
 
 REAL_VS_REAL = "real vs real"
 
 
 @dataclass(frozen=True)
-class EvalConfig(LogOptions):
+class EvalConfig(TextOptions, FeaturizerOptions, LogOptions):
     """What `synthsteer eval` / `evaluate()` compares and how.
 
     real: held-out real data (any data source).
@@ -33,6 +34,8 @@ class EvalConfig(LogOptions):
         `NAME=PATH`; the label is the set's name in the report.
     train: the data the generator learned from, for the memorization checks.
     label_field: a label column: adds train-on-synthetic/test-on-real classification.
+    field, template (TextOptions): how the real, training and data-file rows become texts.
+    encoder, device (FeaturizerOptions): the featurizer of every set.
     max_samples: use at most this many samples per set (seeded subsample); 0 = all.
     """
 
@@ -41,17 +44,12 @@ class EvalConfig(LogOptions):
                                             "(repeat for several).")
     out: str = option("runs/eval", "Output directory (report.json, report.html).")
     train: str | None = option(None, "The data the generator learned from (enables memorization checks).")
-    field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
-    template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of "
-                                        "--field).")
     label_field: str | None = option(None, "Label column: adds train-on-synthetic/test-on-real classification.")
-    encoder: str = option("minilm", "Featurizer: minilm (bundled) or a sentence-transformers id/path.")
     mauve_seeds: tuple[int, ...] = option((0, 1, 2), "k-means seeds for MAUVE (repeat; at least 3 recommended).")
     max_samples: int = option(0, "Use at most this many samples per set (seeded subsample; 0 = all).", ge=0)
     knn_k: int = option(3, "k of the k-NN precision/recall balls.", count=True)
     seed: int = option(0, "Seed of subsampling and the classifiers (0 .. 2**32-1: scikit-learn's bound).", ge=0,
                        le=2**32 - 1)
-    device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
 
     def __post_init__(self):
         if isinstance(self.synthetic, str):  # one set given as a string, not a tuple of its characters
@@ -64,21 +62,15 @@ class EvalConfig(LogOptions):
                               "dataset or builtin:NAME/SPLIT)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TextSet:
+    """A set as it is scored (evaluation's own: the report keeps its `SetInfo`)."""
+
     name: str
     source: str
     texts: list[str]
     labels: list | None = None
     settings: dict = field(default_factory=dict)
-
-
-def _split_name(item: str) -> tuple[str, str]:
-    if "=" in item and not item.startswith(("builtin:", "/", ".")):
-        name, src = item.split("=", 1)
-        return name, src
-    path = Path(item.rstrip("/"))
-    return (path.stem if path.suffix in (".jsonl", ".json", ".csv", ".parquet") else path.name) or item, item
 
 
 def _with_recorded_text(config: EvalConfig) -> EvalConfig:
@@ -90,7 +82,7 @@ def _with_recorded_text(config: EvalConfig) -> EvalConfig:
     from .data import load_rows
 
     for item in config.synthetic:
-        manifest = Path(_split_name(item)[1]) / "manifest.json"
+        manifest = Path(split_name(item)[1]) / "manifest.json"
         try:
             settings = read_json(manifest).get("settings", {}) if manifest.is_file() else {}
         except (OSError, ValueError, AttributeError):
@@ -111,7 +103,7 @@ def _with_recorded_text(config: EvalConfig) -> EvalConfig:
 
 def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
     """A synthetic set from a run directory (its manifest settings come along) or a data source."""
-    name, src = _split_name(item)
+    name, src = split_name(item)
     path = Path(src)
     if (path / "manifest.json").exists():
         from .artifacts import read_json
@@ -121,7 +113,7 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
             raise SynthsteerError(f"--synthetic {src}: the run holds no records")
         labels = None
         if label_field:
-            labels = [r.get(label_field, (r.get("provenance") or {}).get(label_field)) for r in records]
+            labels = [record_label(r, label_field) for r in records]
             if all(lab is None for lab in labels):
                 labels = None  # an unlabelled baseline: scored like the rest, without TSTR
             elif any(lab is None for lab in labels):
@@ -197,7 +189,8 @@ def varying_settings(sets: list[TextSet]) -> dict[str, list]:
 
 
 def verdict(metrics: dict, ceiling: dict) -> str:
-    """One line on how far a set is from the real data, against the real-vs-real ceiling."""
+    """One line on how far a set is from the real data, against the real-vs-real ceiling (both the
+    metric table's values of a set)."""
     m, c = metrics["mauve"]["mean"], ceiling["mauve"]["mean"]
     auroc = metrics.get("auroc")
     share = m / c if c > 0 else 0.0
@@ -212,7 +205,7 @@ def verdict(metrics: dict, ceiling: dict) -> str:
 
 
 def examples(texts: list[str], feats: np.ndarray, real_texts: list[str], real_feats: np.ndarray, *, k: int = 10,
-             neighbours: int = 3, seed: int = 0) -> dict:
+             neighbours: int = 3, seed: int = 0) -> Examples:
     """k random samples beside k random real texts, and the closest real text to a few samples (cosine
     of the featurizer's normalised embeddings): what a reader should look at before the numbers."""
     rng = np.random.default_rng(seed)
@@ -220,22 +213,13 @@ def examples(texts: list[str], feats: np.ndarray, real_texts: list[str], real_fe
     real_pick = rng.choice(len(real_texts), size=min(k, len(real_texts)), replace=False)
     sims = feats[pick[:neighbours]] @ real_feats.T
     closest = sims.argmax(1)
-    return {"synthetic": [texts[i] for i in pick], "real": [real_texts[i] for i in real_pick],
-            "neighbours": [{"synthetic": texts[i], "real": real_texts[j], "cosine": round(float(sims[n, j]), 3)}
-                           for n, (i, j) in enumerate(zip(pick[:neighbours], closest))]}
-
-
-def set_metrics(name: str, texts: list[str], feats: np.ndarray, real_texts: list[str], real_feats: np.ndarray,
-                config: EvalConfig, train_texts: list[str] | None) -> dict:
-    m = compute_metrics(SetInputs(texts, feats, real_texts, real_feats, seed=config.seed,
-                                  mauve_seeds=config.mauve_seeds, knn_k=config.knn_k))
-    if train_texts is not None and name != REAL_VS_REAL:
-        m["memorization"] = memorization(texts, train_texts, seed=config.seed)
-    return m
+    return Examples(tuple(texts[i] for i in pick), tuple(real_texts[i] for i in real_pick),
+                    tuple(Neighbour(texts[i], real_texts[j], round(float(sims[n, j]), 3))
+                          for n, (i, j) in enumerate(zip(pick[:neighbours], closest))))
 
 
 @console_settings
-def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
+def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalReport:
     """Score every synthetic set of `config` against the real data; write report.json and
     report.html to `config.out` and return the report."""
     if not config.synthetic:
@@ -252,7 +236,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
 
     encoder_device(config.device)  # --device cuda on a machine without one: refused before any work
     # the report goes into a directory of its own: never into a run, a prompt or the data it reads
-    claim = Claim(config.out, "eval", inputs=(config.real, config.train, *(_split_name(s)[1] for s in config.synthetic)),
+    claim = Claim(config.out, "eval", inputs=(config.real, config.train, *(split_name(s)[1] for s in config.synthetic)),
                   verb="write a report into")
     t0 = time.time()
     config = _with_recorded_text(config)
@@ -285,10 +269,8 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
         return _score(config, real, sets, progress, t0)
 
 
-def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: bool, t0: float) -> dict:
+def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: bool, t0: float) -> EvalReport:
     """The metrics of every set against `real`, written as report.json and report.html."""
-    from .report import write_report
-
     train_texts = [r.text for r in load_records(DataSpec(config.train, field=config.field,
                                                          template=config.template))] if config.train else None
 
@@ -309,43 +291,42 @@ def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: boo
     perm = np.random.default_rng(config.seed).permutation(len(real.texts))
     half_a, half_b = np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])
     t_metrics = time.time()
-    results = {REAL_VS_REAL: set_metrics(REAL_VS_REAL, [real.texts[i] for i in half_b], real_feats[half_b],
-                                         [real.texts[i] for i in half_a], real_feats[half_a], config, None)}
+    common = dict(seed=config.seed, mauve_seeds=config.mauve_seeds, knn_k=config.knn_k)
+    test = train_on_real = judge = None
+    if config.label_field:
+        # every classifier is tested on the real half that train-on-real (the ceiling's TSTR) does not train on
+        test = Labelled(real_feats[half_b], [real.labels[i] for i in half_b])
+        train_on_real = Labelled(real_feats[half_a], [real.labels[i] for i in half_a])
+        judge = label_classifier(real_feats, real.labels, seed=config.seed)
+    inputs = {REAL_VS_REAL: SetInputs([real.texts[i] for i in half_b], real_feats[half_b],
+                                      [real.texts[i] for i in half_a], real_feats[half_a],
+                                      tstr_train=train_on_real, tstr_test=test, **common)}
+    for s in sets:
+        own = Labelled(feats[s.name], s.labels) if s.labels is not None else None  # an unlabelled set: no TSTR
+        inputs[s.name] = SetInputs(s.texts, feats[s.name], real.texts, real_feats, train_texts=train_texts,
+                                   labels=s.labels, tstr_train=own, tstr_test=test, judge=judge, **common)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        for s in sets:
-            results[s.name] = set_metrics(s.name, s.texts, feats[s.name], real.texts, real_feats, config, train_texts)
-
-    if config.label_field:
-        # train on each set, test on the half of the real data that train-on-real does not train on
-        test_x, test_y = real_feats[half_b], [real.labels[i] for i in half_b]
-        results[REAL_VS_REAL]["tstr"] = tstr(real_feats[half_a], [real.labels[i] for i in half_a], test_x, test_y,
-                                             seed=config.seed)
-        judge = label_classifier(real_feats, real.labels, seed=config.seed)
-        for s in sets:
-            if s.labels is None:
-                continue
-            results[s.name]["tstr"] = tstr(feats[s.name], s.labels, test_x, test_y, seed=config.seed)
-            results[s.name]["label_agreement"] = label_agreement(judge, feats[s.name], s.labels)
+        values = {name: compute_metrics(x) for name, x in inputs.items()}
     t_metrics = time.time() - t_metrics
+    ceiling = values[REAL_VS_REAL]
+    results = {REAL_VS_REAL: SetMetrics(ceiling)}
     for s in sets:
-        results[s.name]["verdict"] = verdict(results[s.name], results[REAL_VS_REAL])
-        results[s.name]["examples"] = examples(s.texts, feats[s.name], real.texts, real_feats, seed=config.seed)
+        results[s.name] = SetMetrics(values[s.name], verdict(values[s.name], ceiling),
+                                     examples(s.texts, feats[s.name], real.texts, real_feats, seed=config.seed))
 
     import importlib.metadata as md
 
     versions = {p: md.version(p) for p in ("torch", "transformers", "sentence-transformers", "scikit-learn",
                                            "mauve-text", "numpy") if _installed(p)}
-    report = {
-        "synthsteer_version": __version__, "packages": versions, "config": asdict(config),
-        "featurizer": encoder.fingerprint, "real": {"source": config.real, "n": len(real.texts)},
-        "sets": {s.name: {"source": s.source, "n": len(s.texts), "settings": s.settings} for s in sets},
-        "varying_settings": varying_settings(sets) if len(sets) > 1 else {},
-        "metrics": results, "warnings": warnings_out,
-        "seconds": {"featurize": round(t_feat, 2), "metrics": round(t_metrics, 2), "total": round(time.time() - t0, 2)},
-    }
-    write_report(report, Path(config.out), real, sets, real_feats, feats)
-    return report
+    report = EvalReport(
+        real=SetInfo(config.real, len(real.texts)),
+        sets={s.name: SetInfo(s.source, len(s.texts), s.settings) for s in sets},
+        metrics=results, featurizer=encoder.fingerprint, config=asdict(config),
+        varying_settings=varying_settings(sets) if len(sets) > 1 else {}, warnings=tuple(warnings_out),
+        seconds=Timings(round(t_feat, 2), round(t_metrics, 2), round(time.time() - t0, 2)),
+        synthsteer_version=__version__, packages=versions)
+    return write_report(report, Path(config.out), real, sets, real_feats, feats)
 
 
 def _installed(pkg: str) -> bool:

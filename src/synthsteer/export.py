@@ -16,11 +16,16 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .artifacts import check_out
 from .errors import SynthsteerError, first_line
 from .logs import console_settings
 from .options import LogOptions, option
+from .runs import split_name
+
+if TYPE_CHECKING:
+    from .report import EvalReport
 
 FORMATS = ("dir", "parquet", "jsonl", "hub")
 
@@ -60,8 +65,9 @@ class ExportConfig(LogOptions):
 
 
 def _named(spec: str) -> tuple[str, Path]:
-    name, sep, path = spec.partition("=")
-    return (name, Path(path)) if sep and name and "/" not in name else (Path(spec).name, Path(spec))
+    """A `NAME=RUN` or `RUN` item: eval's rule (`runs.split_name`), with the run as a path."""
+    name, path = split_name(spec)
+    return name, Path(path)
 
 
 def flat_records(runs: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
@@ -102,7 +108,7 @@ def cell(x) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
-def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, report: dict | None):
+def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, report: EvalReport | None):
     """A `huggingface_hub.DatasetCard` from the runs' manifests (and an eval report)."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -137,12 +143,14 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
     lines += ["", f"Licence of the source data: {', '.join(sorted(licenses)) or 'unknown'}. Synthetic records "
               "derived from it may carry its terms.", ""]
     if report:
-        lines += ["## Evaluation (`synthsteer eval`)", "", f"Against {report['real']['source']} "
-                  f"({report['real']['n']} texts).", "", "| set | MAUVE | distinct-2 |", "|---|---|---|"]
-        for name, metrics in report["metrics"].items():
-            mauve = metrics.get("mauve", {})
-            lines.append(f"| {cell(name)} | {mauve.get('mean', float('nan')):.3f} ± {mauve.get('std', 0):.3f} | "
-                         f"{metrics.get('distinct_2', float('nan')):.3f} |")
+        lines += ["## Evaluation (`synthsteer eval`)", "", f"Against {report.real.source} "
+                  f"({report.real.n} texts).", "", "| set | MAUVE | distinct-2 |", "|---|---|---|"]
+        nan = float("nan")
+        for name, metrics in report.metrics.items():
+            mauve = metrics.values.get("mauve") or {}
+            mean, std, distinct = mauve.get("mean"), mauve.get("std"), metrics.values.get("distinct_2")
+            lines.append(f"| {cell(name)} | {nan if mean is None else mean:.3f} ± {0 if std is None else std:.3f} | "
+                         f"{nan if distinct is None else distinct:.3f} |")
         lines.append("")
     lines += ["## Settings", ""]
     for m in manifests:
@@ -160,27 +168,16 @@ SPLIT_NAME = re.compile(r"\w+(\.\w+)*")  # what `datasets` accepts as a split na
 HUB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 
 
-def read_report(folder: str) -> dict:
-    """An eval report.json, checked for what the dataset card reads: the real data's source and size,
-    and per set an object of metrics (MAUVE as mean/std, distinct-2 a number)."""
-    from .artifacts import need, read_meta
+def read_report(folder: str) -> EvalReport:
+    """An eval output directory's report.json as the typed report, every field checked
+    (`EvalReport.from_json`): damage is one line naming the file and the field."""
+    from .artifacts import read_meta
+    from .report import EvalReport
 
     where = f"--report {folder}"
     if not (Path(folder) / "report.json").is_file():
         raise SynthsteerError(f"{where}: no report.json (an output directory of synthsteer eval)")
-    report = read_meta(Path(folder) / "report.json", where)
-    at = f"{where}: report.json"
-    real = need(report, "real", dict, at)
-    need(real, "source", str, at, prefix="real.")
-    need(real, "n", int, at, prefix="real.", ge=0)
-    for name, metrics in need(report, "metrics", dict, at).items():
-        if not isinstance(metrics, dict):
-            raise SynthsteerError(f"{at}: metrics of {name!r} must be an object")
-        mauve = need(metrics, "mauve", dict, at, prefix=f"metrics.{name}.", optional=True) or {}
-        for key in ("mean", "std"):
-            need(mauve, key, (int, float), at, prefix=f"metrics.{name}.mauve.", optional=True)
-        need(metrics, "distinct_2", (int, float), at, prefix=f"metrics.{name}.", optional=True)
-    return report
+    return EvalReport.from_json(read_meta(Path(folder) / "report.json", where), f"{where}: report.json")
 
 
 def _check_target(config: ExportConfig) -> None:

@@ -16,26 +16,27 @@ from .artifacts import Claim
 from .data import DataSpec, load_records
 from .errors import SynthsteerError
 from .logs import console_settings
-from .metrics import copy_scores
-from .options import LogOptions, option
+from .metrics import copy_scores, n_words, normalize_text, record_label
+from .options import FeaturizerOptions, LogOptions, TextOptions, option
 from .runs import RunDir, checked_records, read_manifest
 
 
 @dataclass(frozen=True)
-class FilterConfig(LogOptions):
-    """run: the run directory to filter; out: the new run directory.
+class FilterConfig(TextOptions, FeaturizerOptions, LogOptions):
+    """run: the run directory to filter (the command's positional argument: every field has a
+        default, so it may follow the groups' fields); out: the new run directory.
     dedup: drop records whose normalised text repeats an earlier record's.
     decontaminate: drop records that copy this data source (exact, near-duplicate at
         `near_threshold`, or sharing a `ngram`-word run).
-    min_length: drop records with fewer words."""
+    min_length: drop records with fewer words.
+    field, template (TextOptions): the text of --decontaminate's and --label-consistent's rows.
+    encoder, device (FeaturizerOptions): the featurizer of --label-consistent."""
 
     run: str = option("", "Run directory to filter.")
     out: str = option("runs/filtered", "Output directory (a new run).")
     dedup: bool = option(False, "Drop records whose normalised text repeats an earlier record.")
     decontaminate: str | None = option(None, "Drop records copying this data source (exact, near-duplicate or a "
                                              "13-word run).")
-    field: str | None = option(None, "Row field holding the text of --decontaminate.")
-    template: str | None = option(None, "Text template over the fields of --decontaminate (instead of --field).")
     min_length: int = option(0, "Drop records with fewer words.", ge=0)
     near_threshold: float = option(0.8, "Character-5-gram Jaccard at which a record counts as a near copy.", gt=0, le=1)
     ngram: int = option(13, "Length in words of a verbatim run that counts as a copy.", count=True)
@@ -43,9 +44,6 @@ class FilterConfig(LogOptions):
                                                 "labelled real data (text by --field/--template) does not predict.",
                                           nonempty=True)
     label_field: str | None = option(None, "The label of the records and of --label-consistent's rows.")
-    encoder: str = option("minilm", "Featurizer of --label-consistent: minilm (bundled) or a sentence-transformers "
-                                    "id/path.")
-    device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,14 +66,14 @@ def filter_run(config: FilterConfig) -> dict:
     dropped = {"too_short": 0, "duplicate": 0, "contaminated": 0}
     keep = []
     for r in records:
-        if len(r["text"].split()) < config.min_length:
+        if n_words(r["text"]) < config.min_length:
             dropped["too_short"] += 1
         else:
             keep.append(r)
     if config.dedup:
         seen, unique = set(), []
         for r in keep:
-            key = " ".join(r["text"].lower().split())
+            key = normalize_text(r["text"])
             if key in seen:
                 dropped["duplicate"] += 1
             else:
@@ -113,7 +111,7 @@ def _label_consistent(records: list[dict], config: FilterConfig) -> tuple[list[d
     real = load_records(DataSpec(config.label_consistent, field=config.field, template=config.template))
     if any(field not in r.meta for r in real):
         raise SynthsteerError(f"--label-consistent {config.label_consistent}: rows have no field {field!r}")
-    labels = [r.get(field, r.get("provenance", {}).get(field)) for r in records]
+    labels = [record_label(r, field) for r in records]
     if any(lab is None for lab in labels):
         raise SynthsteerError(f"{config.run}: records carry no {field!r} (generate with --label-field {field})")
     encoder = load_encoder(config.encoder, device=encoder_device(config.device))

@@ -134,9 +134,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def encoder_device(device: str) -> str:
-    """Where eval's and filter's featurizer runs: `auto` is the CPU (its batches are small), anything
-    else is checked like --device of the LM."""
-    return "cpu" if device == "auto" else str(resolve_device(device))
+    """Where eval's and filter's featurizer runs: checked like --device of the LM (auto: CUDA when
+    available, else the CPU)."""
+    return str(resolve_device(device))
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -7,7 +7,10 @@ Fidelity:     mauve_score, knn_precision_recall, nearest_cosine
 Diversity:    distinct_n, steer_diversity, self_bleu, compression_ratio, vendi_score
 Authenticity: authenticity_auroc
 Memorization: memorization
-Downstream:   tstr
+Downstream:   tstr, label_agreement
+
+`METRICS` at the end is the table of what `synthsteer eval` computes for every set and how the
+report shows it: every number of a report comes from one entry there.
 """
 
 from __future__ import annotations
@@ -32,7 +35,19 @@ MIN_SAMPLES = 2
 
 
 def words(text: str) -> list[str]:
+    """Word and punctuation tokens, lower-cased: what the n-gram metrics count."""
     return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def normalize_text(text: str) -> str:
+    """A text up to case and whitespace: what counts as "the same text" for exact copies (eval's
+    memorization, filter's decontamination) and for filter's duplicates alike."""
+    return " ".join(text.lower().split())
+
+
+def n_words(text: str) -> int:
+    """Whitespace-separated words: the length the report shows and filter's --min-length counts."""
+    return len(text.split())
 
 
 def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
@@ -202,6 +217,12 @@ def label_values(values: list, where: str) -> list:
     return out
 
 
+def record_label(record: dict, field: str):
+    """A run record's label: its top-level `field` (a data file's column, `generate --label-field`),
+    else the same key of its provenance (None when neither has it)."""
+    return record.get(field, (record.get("provenance") or {}).get(field))
+
+
 def tstr(train_x: np.ndarray, train_y: list, test_x: np.ndarray, test_y: list, *, seed: int = 0) -> dict:
     """Train a logistic-regression classifier on (train_x, train_y), test on (test_x, test_y):
     accuracy and macro-F1. With synthetic training data this is train-on-synthetic/test-on-real."""
@@ -238,12 +259,8 @@ def label_agreement(judge, x: np.ndarray, labels: list) -> float | None:
 # ---------------------------------------------------------------- memorization
 
 
-def _normalize(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def _shingles(text: str, k: int = 5) -> set[str]:
-    t = _normalize(text)
+    t = normalize_text(text)
     return {t[i: i + k] for i in range(max(1, len(t) - k + 1))}
 
 
@@ -265,7 +282,7 @@ class _CopyIndex:
         from datasketch import MinHashLSH
 
         self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
-        self.norm = {_normalize(t) for t in reference}
+        self.norm = {normalize_text(t) for t in reference}
         self.shingles = [_shingles(t) for t in reference]
         self.lsh = MinHashLSH(threshold=near_threshold, num_perm=num_perm)
         for i, sh in enumerate(self.shingles):
@@ -284,7 +301,7 @@ class _CopyIndex:
         scored = [(len(sh & self.shingles[c]) / len(sh | self.shingles[c]), c)
                   for c in map(int, self.lsh.query(self.minhash(sh)))]
         jac, match = max(scored) if scored else (0.0, -1)
-        return {"exact": _normalize(text) in self.norm, "jaccard": jac, "match": match,
+        return {"exact": normalize_text(text) in self.norm, "jaccard": jac, "match": match,
                 "verbatim": any(g in self.grams for g in _ngrams(words(text), self.ngram))}
 
 
@@ -315,8 +332,26 @@ def memorization(synthetic: list[str], train: list[str], *, near_threshold: floa
 
 
 @dataclass(frozen=True)
+class Labelled:
+    """Embeddings with their labels: what a classifier trains or is tested on."""
+
+    x: np.ndarray
+    y: list
+
+
+@dataclass(frozen=True)
 class SetInputs:
-    """What a per-set metric may read: the set's texts and features, the real ones, the settings."""
+    """What a per-set metric may read: the set's texts and features, the real ones, the settings, and
+    what only some evaluations have (None: absent, and the entries that need it are skipped).
+
+    train_texts: the data the generator learned from (--train), for memorization; None for the
+        real-vs-real ceiling, whose texts are real by construction.
+    labels: the set's labels (--label-field), aligned with `texts`, for label agreement.
+    tstr_train / tstr_test: what the TSTR classifier trains and is tested on: the set's labelled
+        embeddings / the held-out real half. The ceiling trains on the other real half instead
+        (train-on-real), which is why this is not simply `feats` and `labels`.
+    judge: a classifier of the real labels (`label_classifier`; None when the real data has one
+        class, and label agreement is then None)."""
 
     texts: list[str]
     feats: np.ndarray
@@ -325,26 +360,53 @@ class SetInputs:
     seed: int = 0
     mauve_seeds: tuple[int, ...] = (0, 1, 2)
     knn_k: int = 3
+    train_texts: list[str] | None = None
+    labels: list | None = None
+    tstr_train: Labelled | None = None
+    tstr_test: Labelled | None = None
+    judge: Any = None
+
+
+def mean_std(v: dict) -> str:
+    """A score over seeds (MAUVE) as a cell: mean ± std."""
+    return f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+
+def _copied(m: dict) -> str:
+    return f"{m['exact_rate']:.1%} / {m['near_rate']:.1%} / {m['verbatim_rate']:.1%}"
+
+
+def _accuracy_f1(t: dict) -> str | None:
+    return f"{t['accuracy']:.3f} / {t['macro_f1']:.3f}" if t.get("accuracy") is not None else None
 
 
 @dataclass(frozen=True)
 class Metric:
     """One entry of the evaluation. `compute` gives its value, or, with `keys`, a dict of several
-    values (an entry without `compute` is shown from such a dict); `title`, `better` (an arrow) and
-    `fmt` (None: mean ± std) say how the report shows it; an entry without a title is computed and
-    saved but not shown in the tables. A new metric is one entry here."""
+    values (an entry without `compute` is shown from such a dict); `applies` says for which sets it
+    is computed at all (None: every set; a skipped entry has no key in the report, while a computed
+    None is saved as null); `title`, `better` (an arrow) and `fmt` (a format string of the value, or
+    a function of it giving the cell, None for "–") say how the report shows it; an entry without a
+    title is computed and saved but not shown in the tables. A new metric is one entry here."""
 
     key: str
     title: str | None = None
     better: str = ""
-    fmt: str | None = "{:.3f}"
+    fmt: str | Callable[[Any], str | None] = "{:.3f}"
     compute: Callable[[SetInputs], Any] | None = None
     keys: tuple[str, ...] = ()
+    applies: Callable[[SetInputs], bool] | None = None
+
+    def show(self, value) -> str | None:
+        """The value as a table cell; None when there is nothing to show."""
+        if value is None:
+            return None
+        return self.fmt(value) if callable(self.fmt) else self.fmt.format(value)
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("n", "n", "", "{:d}", lambda x: len(x.texts)),
-    Metric("mauve", "MAUVE", "↑", None, lambda x: mauve_score(x.real_feats, x.feats, seeds=x.mauve_seeds)),
+    Metric("mauve", "MAUVE", "↑", mean_std, lambda x: mauve_score(x.real_feats, x.feats, seeds=x.mauve_seeds)),
     Metric("knn", compute=lambda x: knn_precision_recall(x.real_feats, x.feats, k=x.knn_k), keys=("precision", "recall")),
     Metric("precision", "precision", "↑"),
     Metric("recall", "recall", "↑"),
@@ -352,21 +414,27 @@ METRICS: tuple[Metric, ...] = (
     Metric("auroc", "AUROC", "→0.5", compute=lambda x: authenticity_auroc(x.real_feats, x.feats, seed=x.seed)),
     Metric("distinct_1", compute=lambda x: distinct_n(x.texts, 1)),
     Metric("distinct_2", "distinct-2", "↑", compute=lambda x: distinct_n(x.texts, 2)),
-    Metric("distinct_3", compute=lambda x: distinct_n(x.texts, 3)),
-    Metric("unique_3gram_ratio", compute=lambda x: distinct_n(x.texts, 3)),
+    Metric("distinct_3", compute=lambda x: distinct_n(x.texts, 3)),  # also the "unique 3-gram ratio"
     Metric("steer_diversity", "diversity", "↑", compute=lambda x: steer_diversity(x.texts)),
     Metric("self_bleu", "self-BLEU", "↓", compute=lambda x: self_bleu(x.texts, seed=x.seed)),
     Metric("compression_ratio", "compression", "↓", "{:.2f}", lambda x: compression_ratio(x.texts)),
     Metric("vendi", "Vendi", "↑", "{:.1f}", lambda x: vendi_score(x.feats)),
-    Metric("mean_words", "words", "", "{:.1f}", lambda x: float(np.mean([len(t.split()) for t in x.texts]))),
+    Metric("mean_words", "words", "", "{:.1f}", lambda x: float(np.mean([n_words(t) for t in x.texts]))),
+    Metric("memorization", "copied exact / near / 13-gram", "", _copied,
+           lambda x: memorization(x.texts, x.train_texts, seed=x.seed), applies=lambda x: x.train_texts is not None),
+    Metric("tstr", "TSTR acc / F1", "", _accuracy_f1,
+           lambda x: tstr(x.tstr_train.x, x.tstr_train.y, x.tstr_test.x, x.tstr_test.y, seed=x.seed),
+           applies=lambda x: x.tstr_train is not None and x.tstr_test is not None),
+    Metric("label_agreement", "labels hold", "↑", "{:.1%}", lambda x: label_agreement(x.judge, x.feats, x.labels),
+           applies=lambda x: x.labels is not None),
 )
 
 
 def compute_metrics(inputs: SetInputs) -> dict:
-    """Every metric of the table for one set, in table order."""
+    """Every metric of the table that applies to one set, in table order."""
     out: dict = {}
     for m in METRICS:
-        if m.compute is None:
+        if m.compute is None or (m.applies is not None and not m.applies(inputs)):
             continue
         value = m.compute(inputs)
         if m.keys:

@@ -1,18 +1,194 @@
 """The evaluation report: `report.json` (every number), a self-contained `report.html` (tables and
-plots embedded as PNG data URIs, no network needed to view it) and a table in the terminal."""
+plots embedded as PNG data URIs, no network needed to view it) and a table in the terminal.
+
+`EvalReport` is what `evaluate()` returns and what `export.read_report` reads back; report.json is
+its `to_json()`, with the key names of the first reports, so that reports written by any version
+read back through `EvalReport.from_json`.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import metrics as metrics_table
-from .artifacts import write_json
-from .metrics import Metric
+from .artifacts import need, write_json
+from .errors import SynthsteerError
+from .metrics import Metric, n_words
+
+DASH = "–"  # a cell with nothing to show: not computed, or not computable
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """A scored set: where it came from, how many samples were scored, and (a synthetic set) the
+    settings its run's manifest records (empty for a data file; None for the real data)."""
+
+    source: str
+    n: int
+    settings: dict | None = None
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A synthetic sample and the real text closest to it (cosine of normalised embeddings)."""
+
+    synthetic: str
+    real: str
+    cosine: float
+
+
+@dataclass(frozen=True)
+class Examples:
+    """What a reader should look at before the numbers: random samples beside random real texts, and
+    the closest real text to a few samples."""
+
+    synthetic: tuple[str, ...]
+    real: tuple[str, ...]
+    neighbours: tuple[Neighbour, ...]
+
+
+@dataclass(frozen=True)
+class SetMetrics:
+    """One set's scores. `values` holds the metric table's entries by key (`metrics.METRICS`: the
+    table decides what there is, so it is a mapping, not fields); the real-vs-real ceiling has no
+    verdict and no examples."""
+
+    values: dict[str, Any]
+    verdict: str | None = None
+    examples: Examples | None = None
+
+
+@dataclass(frozen=True)
+class Timings:
+    featurize: float
+    metrics: float
+    total: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """An evaluation: the real data, the synthetic sets, and per set (the ceiling "real vs real"
+    first) its metrics. `config` is the EvalConfig as recorded (a mapping: a report written by
+    another version may carry other settings); `varying_settings` the manifest settings in which the
+    sets differ, one value per set; `plots` the names of the report's plots."""
+
+    real: SetInfo
+    sets: dict[str, SetInfo]
+    metrics: dict[str, SetMetrics]
+    featurizer: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    varying_settings: dict[str, list] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    seconds: Timings | None = None
+    plots: tuple[str, ...] = ()
+    synthsteer_version: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """report.json: the keys of every report so far."""
+        def set_info(s: SetInfo) -> dict:
+            return {"source": s.source, "n": s.n, **({} if s.settings is None else {"settings": s.settings})}
+
+        def set_metrics(m: SetMetrics) -> dict:
+            out = dict(m.values)
+            if m.verdict is not None:
+                out["verdict"] = m.verdict
+            if m.examples is not None:
+                ex = m.examples
+                out["examples"] = {"synthetic": list(ex.synthetic), "real": list(ex.real),
+                                   "neighbours": [{"synthetic": n.synthetic, "real": n.real, "cosine": n.cosine}
+                                                  for n in ex.neighbours]}
+            return out
+
+        seconds = self.seconds
+        return {
+            "synthsteer_version": self.synthsteer_version, "packages": self.packages, "config": self.config,
+            "featurizer": self.featurizer, "real": set_info(self.real),
+            "sets": {k: set_info(s) for k, s in self.sets.items()}, "varying_settings": self.varying_settings,
+            "metrics": {k: set_metrics(m) for k, m in self.metrics.items()}, "warnings": list(self.warnings),
+            "seconds": None if seconds is None else {"featurize": seconds.featurize, "metrics": seconds.metrics,
+                                                     "total": seconds.total},
+            "plots": list(self.plots),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "report.json") -> EvalReport:
+        """A report.json read back, each field checked: damage is one line naming `where` and the
+        field. Only the real data and the metrics are required (the first reports had little more)."""
+        real = _set_info(need(d, "real", dict, where), where, "real.", settings=False)
+        sets = {name: _set_info(_object(s, where, f"sets.{name}"), where, f"sets.{name}.")
+                for name, s in (need(d, "sets", dict, where, optional=True) or {}).items()}
+        metrics = {name: _set_metrics(_object(m, where, f"metrics of {name!r}", quoted=False), where, f"metrics.{name}.")
+                   for name, m in need(d, "metrics", dict, where).items()}
+        varying = need(d, "varying_settings", dict, where, optional=True) or {}
+        for key in varying:
+            need(varying, key, list, where, prefix="varying_settings.")
+        seconds = need(d, "seconds", dict, where, optional=True)
+        if seconds is not None:
+            seconds = Timings(*(need(seconds, k, (int, float), where, prefix="seconds.")
+                                for k in ("featurize", "metrics", "total")))
+        packages = need(d, "packages", dict, where, optional=True) or {}
+        for key in packages:
+            need(packages, key, str, where, prefix="packages.")
+        return cls(real=real, sets=sets, metrics=metrics, featurizer=need(d, "featurizer", str, where, optional=True),
+                   config=need(d, "config", dict, where, optional=True) or {}, varying_settings=varying,
+                   warnings=_strings(d, "warnings", where), seconds=seconds, plots=_strings(d, "plots", where),
+                   synthsteer_version=need(d, "synthsteer_version", str, where, optional=True), packages=packages)
+
+
+def _object(value, where: str, what: str, quoted: bool = True) -> dict:
+    if not isinstance(value, dict):
+        raise SynthsteerError(f"{where}: {repr(what) if quoted else what} must be an object")
+    return value
+
+
+def _strings(d: dict, key: str, where: str, prefix: str = "") -> tuple[str, ...]:
+    items = need(d, key, list, where, optional=True, prefix=prefix) or []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise SynthsteerError(f"{where}: {prefix}{key}[{i}] must be a string, not {type(item).__name__}")
+    return tuple(items)
+
+
+def _set_info(d: dict, where: str, prefix: str, settings: bool = True) -> SetInfo:
+    return SetInfo(need(d, "source", str, where, prefix=prefix), need(d, "n", int, where, prefix=prefix, ge=0),
+                   (need(d, "settings", dict, where, prefix=prefix, optional=True) or {}) if settings else None)
+
+
+# report.json keys an older synthsteer wrote for a metric now kept under another key
+RENAMED = {"unique_3gram_ratio": "distinct_3"}  # one number that earlier reports wrote under both keys
+
+
+def _set_metrics(d: dict, where: str, prefix: str) -> SetMetrics:
+    mauve = need(d, "mauve", dict, where, prefix=prefix, optional=True) or {}
+    for key in ("mean", "std"):
+        need(mauve, key, (int, float), where, prefix=prefix + "mauve.", optional=True)
+    need(d, "distinct_2", (int, float), where, prefix=prefix, optional=True)
+    verdict = need(d, "verdict", str, where, prefix=prefix, optional=True)
+    ex = need(d, "examples", dict, where, prefix=prefix, optional=True)
+    examples = None
+    if ex is not None:
+        at = prefix + "examples."
+        neighbours = []
+        for i, n in enumerate(need(ex, "neighbours", list, where, prefix=at, optional=True) or []):
+            n = _object(n, where, f"{at}neighbours[{i}]")
+            neighbours.append(Neighbour(need(n, "synthetic", str, where, prefix=f"{at}neighbours[{i}]."),
+                                        need(n, "real", str, where, prefix=f"{at}neighbours[{i}]."),
+                                        need(n, "cosine", (int, float), where, prefix=f"{at}neighbours[{i}].")))
+        examples = Examples(_strings(ex, "synthetic", where, at), _strings(ex, "real", where, at), tuple(neighbours))
+    values = {k: v for k, v in d.items() if k not in ("verdict", "examples")}
+    for old, new in RENAMED.items():
+        if old in values:
+            value = values.pop(old)
+            values.setdefault(new, value)
+    return SetMetrics(values, verdict, examples)
 
 
 def columns() -> list[Metric]:
@@ -20,55 +196,42 @@ def columns() -> list[Metric]:
     return [m for m in metrics_table.METRICS if m.title]
 
 
-def cell(metrics: dict, column: Metric) -> str:
-    v = metrics.get(column.key)
-    if v is None:
-        return "–"
-    return f"{v['mean']:.3f} ± {v['std']:.3f}" if column.fmt is None else column.fmt.format(v)
+def cell(values: dict, column: Metric) -> str:
+    """One set's value of one column, as the tables show it."""
+    text = column.show(values.get(column.key))
+    return DASH if text is None else text
 
 
-def rows(report: dict) -> list[tuple[str, list[str]]]:
-    out = []
-    for name, m in report["metrics"].items():
-        cells = [cell(m, c) for c in columns()]
-        mem = m.get("memorization")
-        cells.append(f"{mem['exact_rate']:.1%} / {mem['near_rate']:.1%} / {mem['verbatim_rate']:.1%}" if mem else "–")
-        t = m.get("tstr")
-        cells.append(f"{t['accuracy']:.3f} / {t['macro_f1']:.3f}" if t and t.get("accuracy") is not None else "–")
-        agree = m.get("label_agreement")
-        cells.append(f"{agree:.1%}" if agree is not None else "–")
-        out.append((name, cells))
-    return out
+def rows(report: EvalReport) -> list[tuple[str, list[str]]]:
+    return [(name, [cell(m.values, c) for c in columns()]) for name, m in report.metrics.items()]
 
 
 def headers() -> list[str]:
-    return [f"{c.title} {c.better}".strip() for c in columns()] + ["copied exact / near / 13-gram", "TSTR acc / F1",
-                                                                     "labels hold ↑"]
+    return [f"{c.title} {c.better}".strip() for c in columns()]
 
 
-def label(report: dict, name: str) -> str:
+def label(report: EvalReport, name: str) -> str:
     """A set's column title: its name and the settings in which the sets differ."""
-    sets = list(report["sets"])
+    sets = list(report.sets)
     if name not in sets:
         return name
-    varying = report.get("varying_settings") or {}
-    shown = [f"{k}={v[sets.index(name)]}" for k, v in varying.items() if k != "out"]
+    shown = [f"{k}={v[sets.index(name)]}" for k, v in report.varying_settings.items() if k != "out"]
     return f"{name} ({', '.join(shown[:4])})" if shown else name
 
 
-def transposed(report: dict) -> tuple[list[str], list[list[str]]]:
+def transposed(report: EvalReport) -> tuple[list[str], list[list[str]]]:
     """Metrics as rows and sets as columns: many metrics, few sets, so it fits a terminal."""
     table = rows(report)
     names = [label(report, name) for name, _ in table]
     return names, [[h, *(cells[i] for _, cells in table)] for i, h in enumerate(headers())]
 
 
-def print_table(report: dict) -> None:
+def print_table(report: EvalReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
     names, body = transposed(report)
-    table = Table(title=f"synthetic vs {report['real']['source']} (n={report['real']['n']})")
+    table = Table(title=f"synthetic vs {report.real.source} (n={report.real.n})")
     table.add_column("metric")
     for name in names:
         table.add_column(name, justify="right")
@@ -76,10 +239,10 @@ def print_table(report: dict) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
-    for name, m in report["metrics"].items():
-        if m.get("verdict"):
-            console.print(f"{name}: {m['verdict']}", markup=False, highlight=False)
-    for w in report["warnings"]:
+    for name, m in report.metrics.items():
+        if m.verdict:
+            console.print(f"{name}: {m.verdict}", markup=False, highlight=False)
+    for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
@@ -92,7 +255,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def plots(report: dict, real, sets, real_feats: np.ndarray, feats: dict[str, np.ndarray]) -> dict[str, str]:
+def plots(report: EvalReport, real, sets, real_feats: np.ndarray, feats: dict[str, np.ndarray]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +274,7 @@ def plots(report: dict, real, sets, real_feats: np.ndarray, feats: dict[str, np.
     out["projection"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    lengths = {"real": [len(t.split()) for t in real.texts], **{s.name: [len(t.split()) for t in s.texts] for s in sets}}
+    lengths = {"real": [n_words(t) for t in real.texts], **{s.name: [n_words(t) for t in s.texts] for s in sets}}
     top = max(max(v) for v in lengths.values()) + 1
     bins = np.linspace(0, top, min(40, top) + 1)
     for name, v in lengths.items():
@@ -121,10 +284,10 @@ def plots(report: dict, real, sets, real_feats: np.ndarray, feats: dict[str, np.
     ax.legend(fontsize=8)
     out["lengths"] = _png(fig)
 
-    varying = report["varying_settings"]
+    varying = report.varying_settings
     names = [s.name for s in sets]
     numeric = {k: v for k, v in varying.items() if all(isinstance(x, (int, float)) and x is not None for x in v)}
-    metrics = report["metrics"]
+    metrics = {name: m.values for name, m in report.metrics.items()}
     if len(varying) == 1 or (len(numeric) == 1 and len(varying) <= 2):
         key = next(iter(numeric or varying))
         xs = varying[key]
@@ -159,7 +322,7 @@ def plots(report: dict, real, sets, real_feats: np.ndarray, feats: dict[str, np.
     return out
 
 
-def render_html(report: dict, images: dict[str, str]) -> str:
+def render_html(report: EvalReport, images: dict[str, str]) -> str:
     esc = html.escape
     names, table = transposed(report)
     head = "".join(f"<th>{esc(h)}</th>" for h in ["metric", *names])
@@ -167,29 +330,30 @@ def render_html(report: dict, images: dict[str, str]) -> str:
     imgs = "".join(f'<figure><img id="plot-{k}" alt="{k}" src="{v}"><figcaption>{k}</figcaption></figure>'
                    for k, v in images.items())
     offenders = ""
-    for name, m in report["metrics"].items():
-        worst = (m.get("memorization") or {}).get("worst") or []
+    for name, m in report.metrics.items():
+        worst = (m.values.get("memorization") or {}).get("worst") or []
         if worst:
             items = "".join(f"<li><b>{esc(w['synthetic'][:300])}</b><br>train: {esc((w['train'] or '')[:300])} "
                             f"(Jaccard {w['jaccard']}, exact {w['exact']}, verbatim {w['verbatim_ngram']})</li>"
                             for w in worst)
             offenders += f"<h3>{esc(name)}</h3><ol>{items}</ol>"
     looks = ""
-    for name, m in report["metrics"].items():
-        ex = m.get("examples")
+    for name, m in report.metrics.items():
+        ex = m.examples
         if not ex:
             continue
         pairs = "".join(f"<tr><td>{esc(a[:400])}</td><td>{esc(b[:400])}</td></tr>"
-                        for a, b in zip(ex["synthetic"], ex["real"]))
-        near = "".join(f"<li>{esc(n['synthetic'][:300])}<br><i>closest real (cosine {n['cosine']}):</i> "
-                       f"{esc(n['real'][:300])}</li>" for n in ex["neighbours"])
-        looks += (f'<h3>{esc(label(report, name))}</h3><p class="verdict"><b>{esc(m["verdict"])}</b></p>'
+                        for a, b in zip(ex.synthetic, ex.real))
+        near = "".join(f"<li>{esc(n.synthetic[:300])}<br><i>closest real (cosine {n.cosine}):</i> "
+                       f"{esc(n.real[:300])}</li>" for n in ex.neighbours)
+        looks += (f'<h3>{esc(label(report, name))}</h3><p class="verdict"><b>{esc(m.verdict or "")}</b></p>'
                   f'<table class="samples"><tr><th>synthetic (10 at random)</th><th>real (10 at random)</th></tr>'
                   f"{pairs}</table><p>Closest real text to a few samples:</p><ol>{near}</ol>")
-    warn = "".join(f"<li>{esc(w)}</li>" for w in report["warnings"])
-    sets = "".join(f"<li><b>{esc(n)}</b>: {esc(s['source'])} (n={s['n']})</li>" for n, s in report["sets"].items())
-    mauve_note = (f"MAUVE: mean ± std over k-means seeds {report['config']['mauve_seeds']}, featurizer "
-                  f"{esc(report['featurizer'])}, scaling factor 5.")
+    warn = "".join(f"<li>{esc(w)}</li>" for w in report.warnings)
+    sets = "".join(f"<li><b>{esc(n)}</b>: {esc(s.source)} (n={s.n})</li>" for n, s in report.sets.items())
+    mauve_note = (f"MAUVE: mean ± std over k-means seeds {report.config.get('mauve_seeds')}, featurizer "
+                  f"{esc(str(report.featurizer))}, scaling factor 5.")
+    seconds = report.seconds or Timings(float("nan"), float("nan"), float("nan"))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>synthsteer report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
@@ -197,17 +361,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 table.samples td{{text-align:left;vertical-align:top;width:50%}}
 figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 <body><h1>synthsteer evaluation</h1>
-<p>Real data: {esc(report['real']['source'])} (n={report['real']['n']}). Synthetic sets:</p><ul>{sets}</ul>
+<p>Real data: {esc(report.real.source)} (n={report.real.n}). Synthetic sets:</p><ul>{sets}</ul>
 <h2>Verdicts and samples</h2>{looks}
 <h2>Metrics</h2><table id="metrics"><tr>{head}</tr>{body}</table>
 <p>{mauve_note} Arrows say which way is better; "real vs real" compares two disjoint halves of the real
 data and is the ceiling. AUROC is a 5-fold real-vs-synthetic classifier: 0.5 means indistinguishable.</p>
 <ul>{warn}</ul>
 <h2>Plots</h2>{imgs}
-<h2>Closest copies of the training data</h2>{offenders or ('<p>none flagged</p>' if report['config'].get('train')
+<h2>Closest copies of the training data</h2>{offenders or ('<p>none flagged</p>' if report.config.get('train')
                                                    else '<p>not checked: pass --train with the training data</p>')}
-<p>synthsteer {esc(report['synthsteer_version'])}; featurize {report['seconds']['featurize']}s, metrics
-{report['seconds']['metrics']}s.</p>
+<p>synthsteer {esc(str(report.synthsteer_version))}; featurize {seconds.featurize}s, metrics
+{seconds.metrics}s.</p>
 <script>
 // self-check for headless browsers and curious readers: how many plots decoded and rendered
 window.addEventListener("load", () => {{
@@ -218,11 +382,13 @@ window.addEventListener("load", () => {{
 """
 
 
-def write_report(report: dict, out: Path, real, sets, real_feats, feats) -> None:
+def write_report(report: EvalReport, out: Path, real, sets, real_feats, feats) -> EvalReport:
+    """Write report.json and report.html to `out`; returns the report with the names of its plots."""
     out.mkdir(parents=True, exist_ok=True)
     images = plots(report, real, sets, real_feats, feats)
-    report["plots"] = sorted(images)
-    write_json(out / "report.json", report)
+    report = replace(report, plots=tuple(sorted(images)))
+    write_json(out / "report.json", report.to_json())
     tmp = out / "report.html.tmp"
     tmp.write_text(render_html(report, images), encoding="utf-8")
     tmp.replace(out / "report.html")
+    return report

@@ -226,3 +226,16 @@ def checked_records(path: str | Path) -> list[dict]:
     if problems:
         log.warning(f"{path}: {'; '.join(problems)}")
     return unique
+
+
+def split_name(item: str) -> tuple[str, str]:
+    """A command-line set or run, `NAME=PATH` or `PATH`, as (name, path); eval and export read the
+    same items, so they share this one rule. It splits at the first '=' unless the whole item is an
+    existing path or starts like one (builtin:, /, ., ~): a file or run named `a=b` stays itself.
+    Unnamed, the name is the basename (a data file's without its extension)."""
+    if "=" in item and not item.startswith(("builtin:", "/", ".", "~")) and not Path(item).exists():
+        name, path = item.split("=", 1)
+        if name:
+            return name, path
+    base = Path(item.rstrip("/"))
+    return (base.stem if base.suffix in (".jsonl", ".json", ".csv", ".parquet") else base.name) or item, item
