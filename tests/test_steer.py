@@ -114,7 +114,7 @@ def _gen(expert_dir, small_jsonl, out, **kw):
 
 
 def test_block_shared_negatives_are_whole_examples_recorded_as_used(expert_dir, small_jsonl, tmp_path, capsys):
-    from synthsteer.methods import build_method
+    from synthsteer.generation import build_method
 
     config = dict(out=str(tmp_path / "m"), method="steer", expert=str(expert_dir), data=str(small_jsonl),
                   field="question", n=6, batch_size=3, max_new_tokens=10, negatives=3, seed=4, device="cpu",
@@ -122,9 +122,10 @@ def test_block_shared_negatives_are_whole_examples_recorded_as_used(expert_dir, 
     texts = {r.id: r.text for r in load_records(str(small_jsonl), field="question")}
     for share in ("sample", "block"):
         method = build_method(GenerateConfig(**config, negative_share=share))
-        requests, prov = method.requests([0, 1, 2], [7, 8, 9])
+        planned = method.plan([0, 1, 2], [7, 8, 9])
+        prov = [p.provenance for p in planned]
         tok = method.lm.tokenizer
-        for r, p in zip(requests, prov):
+        for r, p in ((p.request, p.provenance) for p in planned):
             # the prompt is BOS and exactly the examples provenance names, each with its separator
             assert tok.decode(r.branches["negative"].ids[1:]) == "".join(texts[i] + "\n\n" for i in p["negative_ids"])
             assert len(r.branches["negative"].ids) <= 301

@@ -1,4 +1,4 @@
-"""The training loop shared by `fit` (soft prompts) and `expert` (LoRA adapters), and its loss.
+"""The one training runner of `fit` (soft prompts) and `expert` (LoRA adapters), its loop and its loss.
 
     loss = -(1/N) sum_i sum_j log p_LM( x_i[j] | prefix_i, x_i[<j] )
 
@@ -8,6 +8,10 @@ guard, atomic checkpoints and exact resume: the batches are a seeded function of
 learning rate a pure function of the step, so a resumed run replays exactly the batches an
 uninterrupted one would. Batches hold examples of similar length (little padding), and only
 positions that predict an example token reach the LM head.
+
+`run_training` is the skeleton every training command shares (output directory, data, checkpoint,
+LM, ranks, result); a method supplies only its `Trainable`, built once the LM and the records are
+loaded.
 """
 
 from __future__ import annotations
@@ -15,18 +19,24 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .artifacts import (COMMON, Claim, atomic_dir, check_out, check_swap_room, read_json, remove_ours,
-                        restore_interrupted, scratch_dir, sha256_file, swap_in, swap_paths, write_json)
+from ._version import __version__
+from .artifacts import (COMMON, Claim, atomic_dir, check_swap_room, read_json, remove_ours, restore_interrupted,
+                        scratch_dir, sha256_file, swap_in, swap_paths, write_json)
+from .data import DataSpec, load_records, records_digest
 from .errors import SynthsteerError, first_line
+from .lm import LM, load_lm_of
+from .logs import log_file
 from .options import TrainConfig, flag  # noqa: F401  (TrainConfig: the shared training options, re-exported)
 from .randomness import Stream, stream_key
 
@@ -245,9 +255,14 @@ def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, 
     that differs. --resume and --overwrite accept only a directory synthsteer's marker names as a
     `kind` (artifacts.Claim); --overwrite never one written before markers existed. `inputs`: what the
     command reads, which the output may not be, contain or sit inside."""
-    check_out(out)
-    restore_interrupted(out, meta_file, kind)  # a kill between the two renames of --overwrite's swap
-    claim = Claim(out, kind, inputs=inputs, verb="resume" if resume else "replace", legacy_ok=not overwrite)
+    def claimed() -> Claim:  # the path checked (artifacts.check_out), then whose directory it is
+        return Claim(out, kind, inputs=inputs, verb="resume" if resume else "replace", legacy_ok=not overwrite)
+
+    claim = claimed()
+    if claim.state == "absent":
+        restore_interrupted(out, meta_file, kind)  # a kill between the two renames of --overwrite's swap
+        if out.exists():
+            claim = claimed()  # the old result is back: judged as it is now
     state = out / "train_state"
     # a directory holding only synthsteer's marker, lock and log: killed before any work, so it starts afresh
     started = claim.state in ("ours", "legacy") and any(p.name not in COMMON for p in out.iterdir())
@@ -468,3 +483,73 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     if validate is not None:
         result.update(val_history=val_history, final_val_loss=val_history[-1][1] if val_history else None)
     return result
+
+
+# ---------------------------------------------------------------- the runner
+
+
+@dataclass
+class Trainable:
+    """What a method trains, built by its `build(lm, records, held_out)` once `run_training` has loaded
+    the LM and the data: all that differs between `fit`, `expert` and their kin."""
+
+    params: list[torch.nn.Parameter]  # the only parameters with gradients and optimizer state
+    batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]]  # training example indices -> (summed NLL, tokens)
+    lengths: list[int]  # target tokens per training example
+    save: Callable[[Path, dict], None]  # the weights, then `meta` (the meta file), into a checkpoint or the result
+    load: Callable[[Path], None]  # a checkpoint's weights back
+    meta: dict  # what the result records first (the LM's fingerprint...); the runner adds data, config, version
+    desc: str  # the run's name in the progress bar, the log and errors
+    prefix_tokens: int = 0  # tokens each example costs beyond its own (a prompt), for tokens/s
+    val_loss: Callable[[list[int]], tuple[torch.Tensor, int]] | None = None  # batch_loss of the held-out examples
+    module: torch.nn.Module | None = None  # in eval mode while validating (dropout off) and once trained
+    save_result: Callable[[Path, dict], None] | None = None  # the finished result, where it differs from `save`
+
+
+def run_training(config: TrainConfig, build: Callable[[LM, list, list], Trainable], *, kind: str, meta_file: str,
+                 meta_key: str, inputs=(), resume: bool = False, overwrite: bool = False, progress: bool = True,
+                 lm: LM | None = None) -> Path:
+    """Train what `build(lm, records, held_out)` returns on `config.data` into `config.out`, against
+    the frozen `config.model` (or `lm`); returns the result directory.
+
+    Every training command is this one skeleton: the output checked and claimed (`prepare_out`; a
+    finished run is not redone), the records loaded and hashed, the checkpoint verified against that
+    hash before the LM is loaded, the held-out share split off, `train_loop`, then rank 0 writes the
+    result (its `meta_file`, written last, records the config as `meta_key`), drops the checkpoint and
+    swaps the result in. `kind`, `meta_file`, `meta_key`, `inputs`: as `prepare_out` takes them; the
+    student trainer, or any method that trains weights against an LM, is one more `build`.
+    """
+    target = prepare_out(Path(config.out), config, kind=kind, resume=resume, overwrite=overwrite,
+                         meta_file=meta_file, meta_key=meta_key, inputs=inputs)
+    if target.finished:
+        return target.final  # finished earlier: nothing left to do
+    out, state_dir = target.work, target.work / "train_state"
+
+    spec = DataSpec.of(config, limit=config.limit)
+    all_records = load_records(spec)
+    guards = {"data_sha256": records_digest(all_records)}
+    checkpoint = read_checkpoint(state_dir, steps=config.steps, guards=guards) if resume else None
+    records, held_out = split_validation(all_records, config.val_fraction, config.seed)
+    lm = lm or load_lm_of(config)
+    job = build(lm, records, held_out)
+    meta = {**job.meta, "data": spec.as_dict(), meta_key: asdict(config), "synthsteer_version": __version__,
+            **guards}
+    validate = None
+    if held_out:  # the held-out loss, at every checkpoint and at the end
+        validate = partial(held_out_loss, job.val_loss, len(held_out), config.batch_size, job.module)
+
+    rank0 = distributed()[0] == 0
+    with target, log_file(out, enabled=rank0):  # OUT/log.txt: what this run said, with the progress lines (rank 0's)
+        result = train_loop(
+            params=job.params, batch_loss=job.batch_loss, lengths=job.lengths, settings=LoopSettings.of(config),
+            state_dir=state_dir, save_weights=lambda folder: job.save(folder, meta), load_weights=job.load,
+            checkpoint=checkpoint, device=lm.device, desc=job.desc, progress=progress,
+            prefix_tokens=job.prefix_tokens, validate=validate, guards=guards)
+        if job.module is not None:
+            job.module.eval()
+        if rank0:  # under torchrun, rank 0 writes the result
+            (job.save_result or job.save)(out, {**meta, **result, "steps": config.steps})
+            shutil.rmtree(state_dir, ignore_errors=True)
+            target.commit()
+    barrier()
+    return target.final

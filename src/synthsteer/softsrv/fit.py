@@ -8,21 +8,16 @@ example's tokens and its EOS, never the prompt. Only theta has gradients and opt
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from .._version import __version__
-from ..data import DataSpec, load_records, records_digest
 from ..encoders import encode_cached, load_encoder
-from ..logs import console_settings, log_file
-from ..lm import LM, check_fits_context, check_fits_memory, load_lm_of
-from ..training import (LoopSettings, barrier, distributed, example_loss, held_out_loss, prepare_out,
-                        read_checkpoint, split_validation, tokenize_examples, train_loop)
+from ..logs import console_settings
+from ..lm import LM, check_fits_context, check_fits_memory
+from ..training import Trainable, example_loss, run_training, tokenize_examples
 from .config import FitConfig, SoftPromptConfig
 from .prompt import SoftPrompt
 
@@ -39,18 +34,14 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
         progress: show a progress bar with loss and tokens/s.
         lm: an already loaded LM to use instead of loading `config.model`.
     """
-    target = prepare_out(Path(config.out), config, kind="prompt", resume=resume, overwrite=overwrite,
-                         meta_file="config.json", meta_key="fit", inputs=(config.data, config.model, config.encoder))
-    if target.finished:
-        return target.final  # finished earlier: nothing left to do
-    out = target.work
+    return run_training(config, partial(soft_prompt, config, progress=progress), kind="prompt",
+                        meta_file="config.json", meta_key="fit", inputs=(config.data, config.model, config.encoder),
+                        resume=resume, overwrite=overwrite, progress=progress, lm=lm)
 
-    spec = DataSpec.of(config, limit=config.limit)
-    all_records = load_records(spec)
-    guards = {"data_sha256": records_digest(all_records)}
-    checkpoint = read_checkpoint(out / "train_state", steps=config.steps, guards=guards) if resume else None
-    records, held_out = split_validation(all_records, config.val_fraction, config.seed)
-    lm = lm or load_lm_of(config)
+
+def soft_prompt(config: FitConfig, lm: LM, records: list, held_out: list, *, progress: bool = True) -> Trainable:
+    """The soft prompt `fit` trains (initialised from vocabulary embeddings) and its loss: the NLL of each
+    example after the prompt its context makes."""
     check_fits_context(lm, config.prompt_length + config.max_length, "--prompt-length + --max-length")
     encoder = load_encoder(config.encoder, lm=lm, device=lm.device)
     contexts = encode_cached(encoder, [r.text for r in records], progress=progress).to(lm.device)
@@ -67,35 +58,18 @@ def fit_soft_prompt(config: FitConfig, *, resume: bool = False, overwrite: bool 
     prompt = SoftPrompt(pconf)
     prompt.init_from_vocab(lm.embed.weight, seed=config.seed)
     prompt.to(lm.device)
-    meta = {
-        "lm": lm.fingerprint(), "encoder": config.encoder, "encoder_fingerprint": encoder.fingerprint,
-        "data": spec.as_dict(), "fit": asdict(config), "synthsteer_version": __version__, **guards,
-    }
+    meta = {"lm": lm.fingerprint(), "encoder": config.encoder, "encoder_fingerprint": encoder.fingerprint}
 
-    def load_weights(folder: Path) -> None:
+    def loss(contexts: torch.Tensor, examples: list[list[int]]):
+        return lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx])
+
+    def load(folder: Path) -> None:
         prompt.load_state_dict(load_file(str(folder / "prompt.safetensors"), device=str(lm.device)))
 
-    validate = None
+    val_loss = None
     if held_out:
         val_contexts = encode_cached(encoder, [r.text for r in held_out], progress=False).to(lm.device)
-        val_examples = tokenize_examples(lm, [r.text for r in held_out], config.max_length)
-        validate = partial(held_out_loss, lambda idx: example_loss(lm, prompt(val_contexts[idx]),
-                                                                   [val_examples[i] for i in idx]),
-                           len(held_out), config.batch_size)
-
-    # OUT/log.txt: what this run said, with the progress lines (rank 0's)
-    with target, log_file(out, enabled=distributed()[0] == 0):
-        result = train_loop(
-            params=list(prompt.parameters()),
-            batch_loss=lambda idx: example_loss(lm, prompt(contexts[idx]), [examples[i] for i in idx]),
-            lengths=[len(x) for x in examples],
-            settings=LoopSettings.of(config),
-            state_dir=out / "train_state", save_weights=lambda folder: prompt.save(folder, meta),
-            load_weights=load_weights, checkpoint=checkpoint, device=lm.device, desc=f"fit {config.parameterization}",
-            progress=progress, prefix_tokens=config.prompt_length, validate=validate, guards=guards)
-        if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
-            prompt.save(out, {**meta, **result, "steps": config.steps})
-            shutil.rmtree(out / "train_state", ignore_errors=True)
-            target.commit()
-    barrier()
-    return target.final
+        val_loss = loss(val_contexts, tokenize_examples(lm, [r.text for r in held_out], config.max_length))
+    return Trainable(params=list(prompt.parameters()), batch_loss=loss(contexts, examples),
+                     lengths=[len(x) for x in examples], save=prompt.save, load=load, meta=meta,
+                     desc=f"fit {config.parameterization}", prefix_tokens=config.prompt_length, val_loss=val_loss)

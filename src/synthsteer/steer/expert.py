@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .._version import __version__
 from ..artifacts import sha256_file, write_json
-from ..data import DataSpec, load_records, records_digest
 from ..errors import SynthsteerError, first_line
-from ..lm import LM, check_fingerprint, check_fits_context, load_lm_of
-from ..logs import console_settings, log_file
+from ..lm import LM, check_fingerprint, check_fits_context
+from ..logs import console_settings
 from ..prompts import chat_template_id, default_instruction, prompt_ids, uses_chat_template
-from ..training import (LoopSettings, barrier, distributed, example_loss, held_out_loss, prepare_out,
-                        read_checkpoint, split_validation, tokenize_examples, train_loop)
+from ..training import Trainable, example_loss, run_training, tokenize_examples
 from .config import ExpertConfig
 
 META = "synthsteer_expert.json"
@@ -35,21 +30,18 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
         progress: show a progress bar with loss and tokens/s.
         lm: an already loaded base LM; it is wrapped by peft in place.
     """
+    return run_training(config, partial(lora_expert, config), kind="expert", meta_file=META, meta_key="expert",
+                        inputs=(config.data, config.model), resume=resume, overwrite=overwrite, progress=progress,
+                        lm=lm)
+
+
+def lora_expert(config: ExpertConfig, lm: LM, records: list, held_out: list) -> Trainable:
+    """The LoRA adapter `expert` trains on the frozen `lm` (wrapped by peft in place) and its loss: the
+    NLL of each example after the instruction."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    target = prepare_out(Path(config.out), config, kind="expert", resume=resume, overwrite=overwrite, meta_file=META,
-                         meta_key="expert", inputs=(config.data, config.model))
-    if target.finished:
-        return target.final
-    out = target.work
-    spec = DataSpec.of(config, limit=config.limit)
-    all_records = load_records(spec)
-    guards = {"data_sha256": records_digest(all_records)}
-    checkpoint = read_checkpoint(out / "train_state", steps=config.steps, guards=guards) if resume else None
-    records, held_out = split_validation(all_records, config.val_fraction, config.seed)
-    lm = lm or load_lm_of(config)
-    fingerprint = lm.fingerprint()
+    fingerprint = lm.fingerprint()  # the base's, before peft wraps it
     width = lm.embed.weight.shape[1]
     if config.r > width:
         raise SynthsteerError(f"--r {config.r}: a LoRA rank above the LM's width ({width}) adds nothing a full "
@@ -69,47 +61,34 @@ def train_expert(config: ExpertConfig, *, resume: bool = False, overwrite: bool 
     peft_model.train()  # LoRA dropout on; the base weights stay frozen
     expert = LM(lm.name, peft_model, lm.tokenizer, lm.device)
     prompt = torch.tensor(instruction_ids, device=lm.device)
-    meta = {"lm": fingerprint, "instruction": instruction, "chat_template": chat_template_id(lm.tokenizer, chat),
-            "data": spec.as_dict(), "expert": asdict(config), "synthsteer_version": __version__, **guards}
 
-    def batch_loss(idx, examples=examples):
-        prefix = expert.embed(prompt).unsqueeze(0).expand(len(idx), -1, -1)
-        return example_loss(expert, prefix, [examples[i] for i in idx])
+    def loss(examples: list[list[int]]):
+        def batch_loss(idx):
+            prefix = expert.embed(prompt).unsqueeze(0).expand(len(idx), -1, -1)
+            return example_loss(expert, prefix, [examples[i] for i in idx])
+        return batch_loss
 
-    validate = None
-    if held_out:
-        val_examples = tokenize_examples(lm, [r.text for r in held_out], config.max_length)
-        validate = partial(held_out_loss, partial(batch_loss, examples=val_examples), len(held_out),
-                           config.batch_size, peft_model)  # LoRA dropout off while validating
-
-    def save_weights(folder: Path) -> None:
+    def save(folder: Path, meta: dict) -> None:
         peft_model.save_pretrained(folder)
         write_json(folder / META, meta)
 
-    def load_weights(folder: Path) -> None:
+    def save_result(folder: Path, meta: dict) -> None:  # a checkpoint's files, with their sha256 in the meta
+        peft_model.save_pretrained(folder)
+        # both checked on every load: the adapter's config (alpha, DoRA) changes its outputs as much as its weights
+        write_json(folder / META, {**meta, "weights_sha256": sha256_file(folder / "adapter_model.safetensors"),
+                                   "adapter_config_sha256": sha256_file(folder / "adapter_config.json")})
+
+    def load(folder: Path) -> None:
         set_peft_model_state_dict(peft_model, load_file(str(folder / "adapter_model.safetensors")))
 
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    # OUT/log.txt: what this run said, with the progress lines (rank 0's)
-    with target, log_file(out, enabled=distributed()[0] == 0):
-        result = train_loop(
-            params=params, batch_loss=batch_loss, lengths=[len(x) for x in examples],
-            settings=LoopSettings.of(config),
-            state_dir=out / "train_state", save_weights=save_weights, load_weights=load_weights,
-            checkpoint=checkpoint, device=lm.device, desc="expert", progress=progress, prefix_tokens=len(prompt),
-            validate=validate, guards=guards)
-        peft_model.eval()
-        meta.update(result, steps=config.steps)
-        if distributed()[0] == 0:  # under torchrun, rank 0 writes the result
-            peft_model.save_pretrained(out)
-            # both checked on every load: the adapter's config (alpha, DoRA) changes its outputs as much as its weights
-            meta["weights_sha256"] = sha256_file(out / "adapter_model.safetensors")
-            meta["adapter_config_sha256"] = sha256_file(out / "adapter_config.json")
-            write_json(out / META, meta)  # written last: its presence marks a finished expert
-            shutil.rmtree(out / "train_state", ignore_errors=True)
-            target.commit()
-    barrier()
-    return target.final
+    val_loss = loss(tokenize_examples(lm, [r.text for r in held_out], config.max_length)) if held_out else None
+    return Trainable(params=[p for p in peft_model.parameters() if p.requires_grad], batch_loss=loss(examples),
+                     lengths=[len(x) for x in examples], save=save, load=load,
+                     meta={"lm": fingerprint, "instruction": instruction,
+                           "chat_template": chat_template_id(lm.tokenizer, chat)},
+                     desc="expert", prefix_tokens=len(prompt), val_loss=val_loss,
+                     module=peft_model,  # LoRA dropout off while validating
+                     save_result=save_result)
 
 
 def read_expert_meta(folder: Path, where: str) -> dict:
