@@ -62,7 +62,6 @@ def run_demo(config: DemoConfig) -> dict:
     """Fit, generate four ways, evaluate; returns (and writes to OUT/demo.json) the table's numbers
     and the verdict."""
     from rich.console import Console
-    from rich.table import Table
 
     from .evaluation import EvalConfig, evaluate
     from .generation import GenerateConfig, generate
@@ -104,27 +103,11 @@ def run_demo(config: DemoConfig) -> dict:
     _questions(out / "heldout.jsonl", "test", config.heldout)
     _questions(out / "train-questions.jsonl", "train", config.n)
     report = evaluate(eval_config, progress=True)
-    seeds = len(eval_config.mauve_seeds)
-    table = Table(title=f"{config.model}: {config.n} samples per method vs {report.real.n} held-out GSM8K questions "
-                        f"(temperature {config.temperature}, top-p {config.top_p})")
-    for col in ("method", f"MAUVE (mean ± std, {seeds} k-means seeds)", "distinct-2", "mean words"):
-        table.add_column(col)
-    results: dict = {"model": config.model, "fit_steps": config.steps, "fit_batch_size": config.batch_size,
-                     "fit_minutes": round(fit_minutes, 1), "report": str(out / "eval" / "report.json"), "methods": {}}
-    for name in report.sets:
-        scored = report.metrics[name]
-        m = scored.values["mauve"]
-        row = {"mauve": m, "distinct_2": scored.values["distinct_2"], "mean_words": scored.values["mean_words"],
-               "samples": list(scored.examples.synthetic[:4])}  # drawn at random by eval
-        results["methods"][name] = row
-        table.add_row(name, f"{m['mean']:.3f} ± {m['std']:.3f}", f"{row['distinct_2']:.3f}", f"{row['mean_words']:.1f}")
-    console.print(table)
+    results = {"model": config.model, "fit_steps": config.steps, "fit_batch_size": config.batch_size,
+               "fit_minutes": round(fit_minutes, 1), "report": str(out / "eval" / "report.json"),
+               "methods": show_report(console, config, report, len(eval_config.mauve_seeds), list(methods))}
     console.print(f"soft prompt: mc, {config.prompt_length} tokens, fit for {config.steps} steps of {config.batch_size} "
                   f"questions in {fit_minutes:.1f} min")
-    for name in methods:
-        console.print(f"[bold]{name}[/bold] samples:")
-        for s in results["methods"][name]["samples"][:3]:
-            console.print(f"  • {s[:220]!r}")
     results["verdict"] = verdict({k: v["mauve"] for k, v in results["methods"].items() if k in methods}, "softsrv mc")
     console.print(f"[bold]verdict:[/bold] {results['verdict']}")
     console.print(f"every metric: {out / 'eval' / 'report.html'}")
@@ -132,6 +115,31 @@ def run_demo(config: DemoConfig) -> dict:
     write_json(out / "demo.json", results)
     console.print(f"demo finished in {results['seconds']:.0f}s; numbers in {out / 'demo.json'}")
     return results
+
+
+def show_report(console, config: DemoConfig, report, seeds: int, methods: list[str]) -> dict[str, dict]:
+    """The demo's table (MAUVE, distinct-2, mean words per set) and a few samples of each method;
+    returns those numbers and samples by set."""
+    from rich.table import Table
+
+    table = Table(title=f"{config.model}: {config.n} samples per method vs {report.real.n} held-out GSM8K questions "
+                        f"(temperature {config.temperature}, top-p {config.top_p})")
+    for col in ("method", f"MAUVE (mean ± std, {seeds} k-means seeds)", "distinct-2", "mean words"):
+        table.add_column(col)
+    rows = {}
+    for name in report.sets:
+        scored = report.metrics[name]
+        m = scored.values["mauve"]
+        rows[name] = row = {"mauve": m, "distinct_2": scored.values["distinct_2"],
+                            "mean_words": scored.values["mean_words"],
+                            "samples": list(scored.examples.synthetic[:4])}  # drawn at random by eval
+        table.add_row(name, f"{m['mean']:.3f} ± {m['std']:.3f}", f"{row['distinct_2']:.3f}", f"{row['mean_words']:.1f}")
+    console.print(table)
+    for name in methods:
+        console.print(f"[bold]{name}[/bold] samples:")
+        for sample in rows[name]["samples"][:3]:
+            console.print(f"  • {sample[:220]!r}")
+    return rows
 
 
 def verdict(mauve: dict[str, dict], ours: str) -> str:

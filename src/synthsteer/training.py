@@ -386,6 +386,54 @@ def read_checkpoint(state_dir: Path, *, steps: int, guards: dict) -> Checkpoint 
 RESUMABLE = ("device", "save_every", "out", "quiet", "log_level")  # settings a resume may change: they do not change the result
 
 
+def resume(checkpoint: Checkpoint | None, state_dir: Path, opt: torch.optim.Optimizer,
+           load_weights: Callable[[Path], None]) -> tuple[int, list, list]:
+    """The step to start at and the loss histories so far; a checkpoint's weights and optimizer state
+    loaded back into place."""
+    if checkpoint is None:
+        return 0, [], []
+    try:
+        load_weights(state_dir)
+        load_optimizer(opt, state_dir / "optimizer.safetensors")
+    except Exception as e:  # verified files that still do not fit (safetensors has its own error type)
+        raise SynthsteerError(f"--resume: checkpoint {state_dir} of step {checkpoint.step} does not fit this "
+                              f"run ({first_line(e)}); pass --overwrite") from None
+    return checkpoint.step, list(checkpoint.history), list(checkpoint.val_history)
+
+
+def accumulate_gradients(params: list[torch.nn.Parameter], batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
+                         micro: list[list[int]], n_tokens: int, autocast, device: torch.device) -> float:
+    """One step's gradients, summed over its micro-batches (this rank's share of each) and over the
+    ranks; returns the step's mean loss per target token."""
+    rank, world = distributed()
+    step_nll = torch.zeros((), dtype=torch.float64, device=device)
+    for idx in micro:
+        mine = idx[rank::world]
+        if not mine:
+            continue
+        with autocast:
+            nll, _ = batch_loss(mine)
+        (nll / n_tokens).backward()  # mean over every token of the step, across micro-batches and ranks
+        step_nll += nll.detach().double()
+    if world > 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        all_reduce_sum([p.grad for p in params])
+        all_reduce_sum([step_nll])
+    return step_nll.item() / n_tokens
+
+
+def write_checkpoint(state_dir: Path, step: int, save_weights: Callable[[Path], None], opt: torch.optim.Optimizer,
+                     history: list, val_history: list, guards: dict) -> None:
+    """The weights, the optimizer state and state.json (each file's sha256, the guards), atomically."""
+    with atomic_dir(state_dir) as tmp:
+        save_weights(tmp)
+        save_optimizer(opt, tmp / "optimizer.safetensors")
+        write_json(tmp / "state.json", {"step": step, "history": history, "val_history": val_history,
+                                        "files": checkpoint_files(tmp), "guards": guards})
+
+
 def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
                lengths: list[int], settings: LoopSettings, state_dir: Path, save_weights: Callable[[Path], None],
                load_weights: Callable[[Path], None], checkpoint: Checkpoint | None, device: torch.device,
@@ -415,16 +463,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     barrier()  # every rank has prepared its output before rank 0 writes anything
     s = settings
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    start, history, val_history = 0, [], []
-    if checkpoint is not None:
-        try:
-            load_weights(state_dir)
-            load_optimizer(opt, state_dir / "optimizer.safetensors")
-        except Exception as e:  # verified files that still do not fit (safetensors has its own error type)
-            raise SynthsteerError(f"--resume: checkpoint {state_dir} of step {checkpoint.step} does not fit this "
-                                  f"run ({first_line(e)}); "
-                                  "pass --overwrite") from None
-        start, history, val_history = checkpoint.step, list(checkpoint.history), list(checkpoint.val_history)
+    start, history, val_history = resume(checkpoint, state_dir, opt, load_weights)
 
     order = ExampleOrder(lengths, s.batch_size, s.seed)
     amp = autocast_dtype(s.precision, device)
@@ -437,22 +476,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         torch.manual_seed(stream_key(s.seed, Stream.TRAINING, step * world + rank))  # dropout: same on resume
         micro = [order.batch(step * s.grad_accum + m) for m in range(s.grad_accum)]
         n_tokens = sum(lengths[i] for idx in micro for i in idx)
-        step_nll = torch.zeros((), dtype=torch.float64, device=device)
-        for idx in micro:
-            mine = idx[rank::world]
-            if not mine:
-                continue
-            with autocast:
-                nll, _ = batch_loss(mine)
-            (nll / n_tokens).backward()  # mean over every token of the step, across micro-batches and ranks
-            step_nll += nll.detach().double()
-        if world > 1:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            all_reduce_sum([p.grad for p in params])
-            all_reduce_sum([step_nll])
-        loss = step_nll.item() / n_tokens
+        loss = accumulate_gradients(params, batch_loss, micro, n_tokens, autocast, device)
         if not torch.isfinite(torch.tensor(loss)):
             raise SynthsteerError(f"{desc}: the loss became {loss} at step {step}; lower --lr "
                                   f"(now {s.lr}) or --max-grad-norm (now {s.max_grad_norm})")
@@ -472,11 +496,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
                 log.info(f"{desc}: step {step + 1}: validation loss {val_history[-1][1]:.4f} "
                          f"(training loss {loss_ema:.4f}, smoothed)")
         if checkpoint and rank == 0:
-            with atomic_dir(state_dir) as tmp:
-                save_weights(tmp)
-                save_optimizer(opt, tmp / "optimizer.safetensors")
-                write_json(tmp / "state.json", {"step": step + 1, "history": history, "val_history": val_history,
-                                                "files": checkpoint_files(tmp), "guards": guards or {}})
+            write_checkpoint(state_dir, step + 1, save_weights, opt, history, val_history, guards or {})
     bar.close()
     result = {"loss_history": history, "final_loss": history[-1] if history else None,
               "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
