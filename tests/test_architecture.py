@@ -73,16 +73,16 @@ def test_a_new_method_is_one_declaration(monkeypatch):
 
     from synthsteer.generation import registry
     from synthsteer.method import MethodSpec
-    from synthsteer.options import RecordOptions, option
+    from synthsteer.options import SeedOptions, option
 
     assert set(registry.method_groups()) <= set(GenerateConfig.__mro__)
 
     @dataclass(frozen=True)
-    class EchoOptions(RecordOptions):
+    class EchoOptions(SeedOptions):
         echo: int = option(1, "Times to echo.", count=True)
 
     @dataclass(frozen=True)
-    class EchoView(EchoOptions, RecordOptions):
+    class EchoView(EchoOptions, SeedOptions):
         """What --method echo reads."""
 
     monkeypatch.setitem(registry.METHODS, "echo", MethodSpec("echo", "an echo", EchoView,

@@ -102,12 +102,14 @@ class Parts:
 
 @dataclass
 class Planned:
-    """One record before decoding: the engine request, its provenance, and the fields the record
-    copies from the example that seeded it (`--label-field`)."""
+    """One record before decoding: the engine request, its provenance, the fields the record copies
+    from the example that seeded it (`--label-field`), and that example (None: no example seeds it;
+    the generator then draws one for the given fields, `--given`)."""
 
     request: Request
     provenance: dict
     fields: dict = field(default_factory=dict)
+    source: Record | None = None
 
 
 class Method:

@@ -145,7 +145,7 @@ class DataOptions(TextOptions):
 
 
 @dataclass(frozen=True)
-class RecordOptions(Options):
+class SeedOptions(Options):
     """What a record's randomness derives from: the seed and the record's index, decoded in fixed blocks
     of `batch_size` records. Every method reads these."""
 
@@ -156,10 +156,21 @@ class RecordOptions(Options):
 
 
 @dataclass(frozen=True)
-class RunOptions(RecordOptions):
+class RunOptions(SeedOptions):
     out: str = option("runs/generated", "Output directory (the run; rerun the same command to resume).", nonempty=True)
     n: int = option(100, "Records the run should hold (rerun with a larger n to add more; at most 100,000,000 per "
                          "run: split larger jobs into several runs).", count=True, le=MAX_RECORDS)
+
+
+@dataclass(frozen=True)
+class FormatOptions(Options):
+    """Records of several fields (records.py): the record format is --template (or the one the prompt or
+    expert was trained on); every sample is parsed back into its fields, and one that does not parse is
+    a reject (RUN/rejects-*.jsonl), not a record."""
+
+    given: tuple[str, ...] = option((), "Fields the LM is fed rather than writes (the first fields of --template), "
+                                        "taken from the training example that seeds the record (repeat or "
+                                        "comma-separate), e.g. --given passage or --given label_name.")
 
 
 ENGINES = ("transformers",)  # engine.ENGINES holds their classes (a test keeps the two in step)

@@ -1,7 +1,8 @@
 """Generation run directories: a manifest plus append-only JSON-lines shards.
 
     RUN/manifest.json          method, every setting, their hash, fingerprints, version
-    RUN/records-00000.jsonl    one record per line: id, text, provenance
+    RUN/records-00000.jsonl    one record per line: id, text, its fields (a record format), provenance
+    RUN/rejects-00000.jsonl    samples whose text did not parse into the record format, with the reason
 
 A rerun of the same command opens the same directory, skips ids already written and adds only what
 is missing. Records are appended a batch at a time and fsynced; a torn last line (a kill in the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from .artifacts import Claim, read_json, write_json
@@ -107,6 +109,47 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
+class _Shards:
+    """One family of a run's append-only shards (`records-*.jsonl` or `rejects-*.jsonl`): the ids on
+    disk, a torn last line cut on open, whole lines appended, fsynced."""
+
+    def __init__(self, path: Path, family: str, shard_size: int):
+        self.path, self.family, self.shard_size = path, family, shard_size
+        self.files = shards(path, f"{family}-*.jsonl")
+        self.ids: set[str] = set()
+        self.reasons: Counter = Counter()
+        self._count_last = 0
+        for shard in self.files:
+            recs = _repair(shard)
+            self.ids.update(r["id"] for r in recs)
+            self.reasons.update(r["reject"] for r in recs if isinstance(r.get("reject"), str))
+            self._count_last = len(recs)
+
+    def append(self, records: list[dict]) -> None:
+        fresh = [r for r in records if r["id"] not in self.ids]
+        while fresh:
+            if not self.files or self._count_last >= self.shard_size:
+                self.files.append(self.path / f"{self.family}-{len(self.files):05d}.jsonl")
+                self._count_last = 0
+            room = self.shard_size - self._count_last
+            chunk, fresh = fresh[:room], fresh[room:]
+            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk).encode("utf-8")
+            # unbuffered, so that on a full disk nothing is left in a buffer for close() to write after the cut
+            with open(self.files[-1], "ab", buffering=0) as f:
+                size = f.seek(0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[f.write(view):]
+                    os.fsync(f.fileno())
+                except OSError as e:  # a full disk: the shard goes back to its last whole record
+                    f.truncate(size)
+                    raise OSError(e.errno, e.strerror, str(self.files[-1])) from None
+            self._count_last += len(chunk)
+            self.ids.update(r["id"] for r in chunk)
+            self.reasons.update(r["reject"] for r in chunk if "reject" in r)
+
+
 class RunDir:
     """An open run directory, locked against other writers until `close()`.
 
@@ -139,13 +182,8 @@ class RunDir:
                                       "changed since); restore it, or use a new --out")
         self.claim.open()  # locked before a torn line is cut: only the one writer repairs
         try:
-            self.shards = shards(self.path)
-            self.ids: set[str] = set()
-            self._count_last = 0
-            for shard in self.shards:
-                recs = _repair(shard)
-                self.ids.update(r["id"] for r in recs)
-                self._count_last = len(recs)
+            self.kept = _Shards(self.path, "records", shard_size)
+            self.rejected = _Shards(self.path, "rejects", shard_size)
             self.manifest = {"settings": settings, "settings_hash": self.hash, **(info or {}),
                              "guards": {**(recorded if isinstance(recorded, dict) else {}), **(guards or {})}}
             write_json(manifest_path, self.manifest)
@@ -153,31 +191,20 @@ class RunDir:
             self.claim.close(failed=isinstance(e, (SynthsteerError, OSError)))
             raise
 
+    @property
+    def ids(self) -> set[str]:
+        """The ids of the records on disk (rejects not included)."""
+        return self.kept.ids
+
     def append(self, records: list[dict]) -> None:
-        fresh = [r for r in records if r["id"] not in self.ids]
-        while fresh:
-            if not self.shards or self._count_last >= self.shard_size:
-                self.shards.append(self.path / f"records-{len(self.shards):05d}.jsonl")
-                self._count_last = 0
-            room = self.shard_size - self._count_last
-            chunk, fresh = fresh[:room], fresh[room:]
-            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk).encode("utf-8")
-            # unbuffered, so that on a full disk nothing is left in a buffer for close() to write after the cut
-            with open(self.shards[-1], "ab", buffering=0) as f:
-                size = f.seek(0, os.SEEK_END)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[f.write(view):]
-                    os.fsync(f.fileno())
-                except OSError as e:  # a full disk: the shard goes back to its last whole record
-                    f.truncate(size)
-                    raise OSError(e.errno, e.strerror, str(self.shards[-1])) from None
-            self._count_last += len(chunk)
-            self.ids.update(r["id"] for r in chunk)
+        """Append a block's records; one carrying a `reject` reason goes to the rejects shards."""
+        self.kept.append([r for r in records if "reject" not in r])
+        self.rejected.append([r for r in records if "reject" in r])
 
     def finish(self, **info) -> None:
-        self.manifest.update(info, records=len(self.ids))
+        self.manifest.update(info, records=len(self.kept.ids))
+        if self.rejected.ids:
+            self.manifest.update(rejects=len(self.rejected.ids), reject_reasons=dict(self.rejected.reasons.most_common()))
         write_json(self.path / "manifest.json", self.manifest)
 
     def close(self) -> None:
@@ -185,10 +212,11 @@ class RunDir:
         self.claim.close()
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """Every record line of a run, checked (UTF-8, a JSON object with id, index and text), in file order."""
+def read_records(path: str | Path, family: str = "records") -> list[dict]:
+    """Every record line of a run (`family="rejects"`: every reject), checked (UTF-8, a JSON object with
+    id, index and text), in file order."""
     records = []
-    for shard in shards(path):
+    for shard in shards(path, f"{family}-*.jsonl"):
         raw = shard.read_bytes()
         for lineno, line in enumerate(raw.split(b"\n"), 1):
             if line.strip():
@@ -221,8 +249,9 @@ def checked_records(path: str | Path) -> list[dict]:
     problems = []
     if len(unique) < len(records):
         problems.append(f"{len(records) - len(unique)} duplicate ids (kept the first of each)")
-    if n is not None and len(unique) < n:
-        problems.append(f"unfinished: {len(unique)} of {n} records (rerun its generate command to complete it)")
+    done = len(unique) + len({r["id"] for r in read_records(path, "rejects")})
+    if n is not None and done < n:
+        problems.append(f"unfinished: {done} of {n} samples (rerun its generate command to complete it)")
     if problems:
         log.warning(f"{path}: {'; '.join(problems)}")
     return unique

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 from ..errors import SynthsteerError
 from ..method import MethodSpec
-from ..options import DataOptions, RecordOptions
+from ..options import DataOptions, SeedOptions
 from ..prompts import HardPromptOptions
 
 
 @dataclass(frozen=True)
-class PlainView(RecordOptions):
+class PlainView(SeedOptions):
     """What `--method plain` reads: nothing of its own."""
 
 
 @dataclass(frozen=True)
-class HardView(HardPromptOptions, DataOptions, RecordOptions):
+class HardView(HardPromptOptions, DataOptions, SeedOptions):
     """What `--method hard` reads (and STEER's instruction-prompt branches)."""
 
 

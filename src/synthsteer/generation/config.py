@@ -12,12 +12,13 @@ from dataclasses import dataclass, fields
 
 from ..errors import SynthsteerError
 from ..logs import log
-from ..options import EngineOptions, LMOptions, LogOptions, RunOptions, SamplingConfig, WorkerOptions, flag, option
+from ..options import (EngineOptions, FormatOptions, LMOptions, LogOptions, RunOptions, SamplingConfig, WorkerOptions,
+                       flag, option)
 from .registry import METHODS, method_groups
 
 
 @dataclass(frozen=True)
-class GenerateConfig(RunOptions, LogOptions, EngineOptions, WorkerOptions, LMOptions, SamplingConfig,
+class GenerateConfig(RunOptions, LogOptions, EngineOptions, WorkerOptions, LMOptions, SamplingConfig, FormatOptions,
                      *method_groups()):
     """Everything `synthsteer generate` / `generate()` needs.
 

@@ -4,25 +4,50 @@ contains never depends on where it was decoded."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from ..data import records_digest
-from ..engine import ENGINES, Engine
+from ..engine import ENGINES, Engine, Request
+from ..errors import SynthsteerError
 from ..lm import check_fits_context
 from ..prompts import stop_token_ids
-from ..randomness import sample_key
+from ..randomness import sample_key, shuffled_cycle
+from ..records import RecordFormat, Unparsable, reject_reason
 from ..runs import settings_hash
 from .loader import build_method
 
 if TYPE_CHECKING:
-    from ..engine import Request
     from ..lm import LM
     from .config import GenerateConfig
 
 
 def record_id(settings_hash: str, index: int) -> str:
     return f"{settings_hash[:8]}-{index:07d}"
+
+
+def record_format(config: GenerateConfig, parts) -> tuple[RecordFormat | None, tuple[str, ...]]:
+    """The run's record format (the template of its training examples: --template, or the one the
+    prompt or expert was trained on) and its given fields, checked before anything is decoded."""
+    template = parts.spec.template if parts.spec is not None else None
+    if template is None:
+        if config.given:
+            raise SynthsteerError("--given needs a record format: pass --template over the data's fields (or use a "
+                                  "prompt or expert trained with one)")
+        return None, ()
+    fmt = RecordFormat.template(template)
+    fmt.check_record_keys()
+    fmt.check_given(config.given)
+    return fmt, config.given
+
+
+def force(request: Request, ids: list[int]) -> Request:
+    """`request` with `ids` fed after every branch's prefix (STEER's negatives included): the given
+    fields, which the LM continues from rather than writes."""
+    if not ids:
+        return request
+    return Request({name: replace(p, ids=[*(p.ids or []), *ids]) for name, p in request.branches.items()},
+                   request.key)
 
 
 class BlockGenerator:
@@ -36,11 +61,22 @@ class BlockGenerator:
         self.settings = {"method": config.method, "engine": {"name": self.engine.name, "version": self.engine.version},
                          "lm": self.lm.fingerprint(), "sampling": asdict(config.sampling),
                          "label_field": config.label_field, "seed": config.seed, **self.method.settings()}
+        self.format, self.given = record_format(config, self.method.parts)
+        if self.format is not None:  # only then: runs without a record format keep their settings hash
+            self.settings.update(format=self.format.as_dict(), given=list(self.given))
         self.hash = settings_hash(self.settings)
         self.stop_ids = stop_token_ids(self.lm.tokenizer, self.lm.model)
         # not settings (runs written before them keep their hash), but a rerun must share them
         records = self.method.parts.records
         self.guards = {"data_sha256": records_digest(records)} if records else {}
+        if self.given:
+            if not records:
+                raise SynthsteerError(f"--given {','.join(self.given)}: --method {config.method} has no training "
+                                      "examples to take the values from; pass --data")
+            missing = [f for f in self.given if f not in records[0].meta]
+            if missing:
+                raise SynthsteerError(f"--given {missing[0]}: not a field of the training examples")
+            self.order = shuffled_cycle(config.seed, len(records))
         self._check_context()
 
     def _check_context(self) -> None:
@@ -65,14 +101,47 @@ class BlockGenerator:
         config = self.config
         keys = [sample_key(config.seed, i) for i in indices]
         planned = self.method.plan(indices, keys)
-        requests = [p.request for p in planned]
+        given = [self._given(i, p) for i, p in zip(indices, planned)] if self.format else [None] * len(indices)
+        forced = [self.format.forced_prefix(g) if self.format else "" for g in given]
+        requests = [force(p.request, self._ids(text)) for p, text in zip(planned, forced)]
         self._check_fits(requests)  # a few-shot draw of a later record may be longer than record 0's
         results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids)
         texts = self.lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
-        records = [{
-            "id": record_id(self.hash, i), "index": i, "text": text.strip(), "num_tokens": len(res.tokens),
-            "finish": res.finish, **p.fields,
-            "provenance": {"method": config.method, "seed": config.seed, "key": key, "settings_hash": self.hash,
-                           **p.provenance},
-        } for i, text, res, key, p in zip(indices, texts, results, keys, planned)]
+        records = []
+        for i, text, res, key, p, g, f in zip(indices, texts, results, keys, planned, given, forced):
+            record = {"id": record_id(self.hash, i), "index": i, "text": text.strip(), "num_tokens": len(res.tokens),
+                      "finish": res.finish, **p.fields,
+                      "provenance": {"method": config.method, "seed": config.seed, "key": key,
+                                     "settings_hash": self.hash, **p.provenance}}
+            if self.format is not None:
+                # without a leading literal the record starts at whatever the LM wrote first, spaces aside
+                record = self._parsed(record, f + text.rstrip() if f else text.strip(), g, res.finish)
+            records.append(record)
         return records, sum(len(r.tokens) for r in results)
+
+    def _given(self, index: int, planned) -> dict:
+        """The given fields' values: the seeding example's, or (no example seeds the record) those of
+        example order[index mod n] of the training examples, in the same seeded cycle SoftSRV's contexts
+        take."""
+        if not self.given:
+            return {}
+        source = planned.source
+        if source is None:
+            records = self.method.parts.records
+            source = records[self.order[index % len(records)]]
+        return {name: str(source.meta[name]) for name in self.given}
+
+    def _ids(self, text: str) -> list[int]:
+        return self.lm.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def _parsed(self, record: dict, text: str, given: dict, finish: str) -> dict:
+        """The record with its fields, or (its text does not parse) a reject with the reason."""
+        parsed = self.format.parse(text)
+        if not isinstance(parsed, Unparsable) and any(parsed[k] != v for k, v in given.items()):
+            parsed = Unparsable("a given field holds the text that follows it")  # the split is ambiguous
+        record["text"] = text
+        if isinstance(parsed, Unparsable):
+            return {**record, "reject": reject_reason(parsed, finish)}
+        record["provenance"]["given"] = list(given)
+        fields = {k: v for k, v in parsed.items()}
+        return {**{k: v for k, v in record.items() if k != "provenance"}, **fields, "provenance": record["provenance"]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..baselines.config import HARD, PLAIN
 from ..errors import SynthsteerError
 from ..method import MethodSpec
-from ..options import RecordOptions, SamplingConfig
+from ..options import SeedOptions, SamplingConfig
 from ..softsrv.config import SOFTSRV
 from ..steer.config import STEER
 
@@ -28,6 +28,6 @@ def method_groups() -> tuple[type, ...]:
     out: list[type] = []
     for spec in METHODS.values():
         for group in spec.groups:
-            if group not in out and group not in (RecordOptions, SamplingConfig):
+            if group not in out and group not in (SeedOptions, SamplingConfig):
                 out.append(group)
     return tuple(out)

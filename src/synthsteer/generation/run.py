@@ -20,7 +20,7 @@ from .._version import __version__
 from ..artifacts import check_out
 from ..errors import SynthsteerError
 from ..logs import Progress, console_settings, log, log_file
-from ..runs import RunDir, read_run
+from ..runs import RunDir, read_records, read_run
 from .config import GenerateConfig
 from .generator import BlockGenerator, record_id
 from .registry import method_spec
@@ -110,6 +110,15 @@ def write_blocks(run: RunDir, blocks: list[Block], workers, *, reads_written: bo
         bar.update(len(records), tok_s=new_tokens / (time.time() - t0))
 
 
+def kept_line(kept: int, n: int, reasons) -> str:
+    """`kept 481 of 500, 19 unparsable: 12 missing 'Answer:', 7 truncated at max-new-tokens`."""
+    rejected = sum(reasons.values())
+    if not rejected:
+        return f"kept {kept} of {n}: every sample parsed"
+    why = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+    return f"kept {kept} of {n}, {rejected} unparsable: {why}"
+
+
 @console_settings
 def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = None) -> Path:
     """Write (or complete) the run directory `config.out` with `config.n` records."""
@@ -134,13 +143,15 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
             with log_file(run.path):
                 log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} "
                           "records already there")
-                on_disk = {r["index"]: r for r in read_run(run.path)} if run.ids else {}
+                on_disk = {r["index"]: r for r in [*read_run(run.path), *read_records(run.path, "rejects")]}
                 blocks = plan_blocks(config.n, config.batch_size, run.hash, on_disk)
                 bar = Progress(config.n, f"generate {config.method}", "sample",
                                initial=sum(len(b.done) for b in blocks), enabled=progress)
                 write_blocks(run, blocks, workers, reads_written=spec.reads_written, lag=config.pool_lag, bar=bar)
                 bar.close()
                 run.finish(n_requested=config.n)
+                if run.rejected.ids or "format" in workers.settings:
+                    log.info(kept_line(len(run.ids), config.n, run.rejected.reasons))
         finally:
             run.close()
     finally:

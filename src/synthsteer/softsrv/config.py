@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import SynthsteerError
 from ..method import MethodSpec
-from ..options import DataOptions, Options, RecordOptions, TrainConfig, option
+from ..options import DataOptions, Options, SeedOptions, TrainConfig, option
 
 PARAMETERIZATIONS = ("nsp", "mp", "mc")
 
@@ -46,7 +46,7 @@ class SoftSRVOptions(Options):
 
 
 @dataclass(frozen=True)
-class SoftSRVView(SoftSRVOptions, DataOptions, RecordOptions):
+class SoftSRVView(SoftSRVOptions, DataOptions, SeedOptions):
     """What `--method softsrv` reads."""
 
 

@@ -8,11 +8,13 @@ made more novel (mixed with another example's, jittered by noise) with randomnes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..artifacts import sha256_file
+from ..data import Record
 from ..decoder import Prefix
 from ..encoders import encode_cached, load_encoder
 from ..engine import Request
@@ -68,30 +70,46 @@ class SoftPromptBranch:
                 "parameterization": self.prompt.config.parameterization, "context_noise": c.context_noise,
                 "context_mix": c.context_mix, "context_order": "shuffled"}
 
-    def contexts_for(self, indices: list[int]) -> tuple[torch.Tensor, list[dict], list[dict]]:
-        """Record i's context: training example order[i mod n]'s, perturbed (zeros for an nsp prompt);
-        its provenance; and the fields the record copies from that example (--label-field)."""
+    def contexts_for(self, indices: list[int]) -> Seeded:
+        """Record i's context: training example order[i mod n]'s, perturbed (zeros for an nsp prompt,
+        which no example seeds)."""
         c, p = self.options, self.prompt.config.parameterization
+        n = len(indices)
         if not self.prompt.contextual:
-            return torch.zeros(len(indices), self.prompt.config.context_dim, device=self.device), \
-                [{"parameterization": p} for _ in indices], [{} for _ in indices]
-        rows, prov, copied = [], [], []
+            return Seeded(torch.zeros(n, self.prompt.config.context_dim, device=self.device),
+                          [{"parameterization": p} for _ in indices], [{} for _ in indices], [None] * n)
+        seeded = Seeded(None, [], [], [])
+        rows = []
         for i in indices:
-            src = self.order[i % len(self.records)]
-            zi, info = perturb_context(self.contexts[src], self.contexts, stream_key(c.seed, Stream.CONTEXT, i),
+            j = self.order[i % len(self.records)]
+            src = self.records[j]
+            zi, info = perturb_context(self.contexts[j], self.contexts, stream_key(c.seed, Stream.CONTEXT, i),
                                        c.context_noise, c.context_mix)
             if "mix_index" in info:
                 info["mix_id"] = self.records[info.pop("mix_index")].id
             rows.append(zi)
-            prov.append({"source_id": self.records[src].id, "parameterization": p, **info})
-            copied.append({c.label_field: self.records[src].meta[c.label_field]} if c.label_field else {})
-        return torch.stack(rows), prov, copied
+            seeded.provenance.append({"source_id": src.id, "parameterization": p, **info})
+            seeded.copied.append({c.label_field: src.meta[c.label_field]} if c.label_field else {})
+            seeded.sources.append(src)
+        seeded.z = torch.stack(rows)
+        return seeded
 
     @torch.no_grad()
-    def prefixes(self, indices: list[int]) -> tuple[list[Prefix], list[dict], list[dict], torch.Tensor]:
-        """Each record's soft-prompt prefix, its provenance, its copied fields, and its context."""
-        z, prov, copied = self.contexts_for(indices)
-        return [Prefix(embeds=e) for e in self.prompt(z)], prov, copied, z
+    def prefixes(self, indices: list[int]) -> tuple[list[Prefix], Seeded]:
+        """Each record's soft-prompt prefix, and what seeded it."""
+        seeded = self.contexts_for(indices)
+        return [Prefix(embeds=e) for e in self.prompt(seeded.z)], seeded
+
+
+@dataclass
+class Seeded:
+    """Per record of a block: its context z (rows of a tensor), its provenance, the fields it copies
+    (--label-field), and the training example whose context it is (None: an nsp prompt's)."""
+
+    z: torch.Tensor | None
+    provenance: list[dict]
+    copied: list[dict]
+    sources: list[Record | None]
 
 
 class SoftSRV(Method):
@@ -105,5 +123,6 @@ class SoftSRV(Method):
         return {**self.soft.settings(), "data": self.parts.spec.as_dict()}
 
     def plan(self, indices, keys):
-        prefixes, prov, copied, _ = self.soft.prefixes(indices)
-        return [Planned(Request({"main": p}, key), pr, f) for p, key, pr, f in zip(prefixes, keys, prov, copied)]
+        prefixes, seeded = self.soft.prefixes(indices)
+        return [Planned(Request({"main": p}, key), pr, f, src)
+                for p, key, pr, f, src in zip(prefixes, keys, seeded.provenance, seeded.copied, seeded.sources)]

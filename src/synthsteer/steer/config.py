@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import SynthsteerError
 from ..method import MethodSpec
-from ..options import DataOptions, Options, RecordOptions, SamplingConfig, TrainConfig, option
+from ..options import DataOptions, Options, SeedOptions, SamplingConfig, TrainConfig, option
 from ..prompts import CHAT_TEMPLATE_MODES, HardPromptOptions
 from ..softsrv.config import SoftSRVOptions
 
@@ -40,7 +40,7 @@ class SteerOptions(Options):
 
 
 @dataclass(frozen=True)
-class SteerView(SteerOptions, HardPromptOptions, SoftSRVOptions, DataOptions, RecordOptions, SamplingConfig):
+class SteerView(SteerOptions, HardPromptOptions, SoftSRVOptions, DataOptions, SeedOptions, SamplingConfig):
     """What `--method steer` reads: its knobs, the instruction prompt (with --expert) or the soft prompt
     (with --prompt), and --max-new-tokens (the negative branch's room in the LM's context)."""
 

@@ -147,13 +147,14 @@ class Steer(Method):
         c, pool = self.options, self.negative_pool
         z = None
         if self.soft:
-            expert, prov, copied, z = self.soft.prefixes(indices)
+            expert, seeded = self.soft.prefixes(indices)
+            prov, z, copied, sources = seeded.provenance, seeded.z, seeded.copied, seeded.sources
             if not self.soft.prompt.contextual:
                 prov, z = [{} for _ in indices], None
             base = [Prefix(ids=[self.start]) for _ in indices]
         else:
             ids, prov = self.hard.prompts(indices)
-            copied = [{} for _ in indices]
+            copied, sources = [{} for _ in indices], [None for _ in indices]
             expert = [self._prefix("expert", ids=p) for p in ids]
             base = [self._prefix("base", ids=p) for p in ids]
         out, counts, shared = [], [], {}
@@ -172,7 +173,7 @@ class Steer(Method):
             negative = self._prefix("expert", ids=neg_ids)
             prov[n].update(gamma=c.gamma, eta=c.eta, K=c.negatives, negative_ids=used_ids)
             out.append(Planned(Request({"expert": expert[n], "base": base[n], "negative": negative}, key), prov[n],
-                               copied[n]))
+                               copied[n], sources[n]))
             counts.append(count)
         return out, counts
 

@@ -1,0 +1,189 @@
+"""Record formats: how a record's fields become one text and how a generated text parses back.
+
+    template   "Question: {question}\\nAnswer: {answer}": literals between named fields. Invertible by
+               construction: every two adjacent fields are separated by a non-empty literal, each field
+               appears once, and no format spec or conversion pads or rewrites a value.
+    json       one JSON object per record holding exactly the declared fields, string values.
+
+Parsing never guesses: a template is matched anchored, each field ending at the first occurrence of
+the literal that follows it (the last field takes the rest), so `render(parse(text)) == text` for
+every text that parses; a text that does not parse is a reject with a reason, never a record.
+
+Generation starts after a forced prefix: the part of the record before its first generated field
+(the template's leading literal, and the given fields' values with their literals), so the LM writes
+the rest conditioned on it. Its trailing spaces are left to the LM: BPE vocabularies put the space
+at the start of the next word's token.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+
+from .errors import SynthsteerError
+
+KINDS = ("template", "json")
+# a run's record keeps its fields as top-level keys beside these
+RECORD_KEYS = ("id", "index", "text", "num_tokens", "finish", "provenance")
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """Why a generated text is not a record."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """A record's fields and their rendering. `literals[i]` precedes `fields[i]`; `literals[-1]`
+    follows the last field (template kind only)."""
+
+    kind: str
+    fields: tuple[str, ...]
+    literals: tuple[str, ...] = ()
+
+    @classmethod
+    def template(cls, template: str, where: str = "--template") -> RecordFormat:
+        """The format of `template`, refused in one line when it cannot be parsed back."""
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as e:
+            raise SynthsteerError(f"{where} {template!r}: not a valid template ({e})") from None
+        literals, fields, pending = [], [], ""
+        for literal, name, spec, conversion in parts:
+            pending += literal
+            if name is None:
+                continue
+            if not name.isidentifier():
+                raise SynthsteerError(f"{where} {template!r}: {{{name}}} is not a plain field name")
+            if spec or conversion:
+                raise SynthsteerError(f"{where} {template!r}: {{{name}{'!' + conversion if conversion else ''}"
+                                      f"{':' + spec if spec else ''}}} rewrites the value, so records would not parse "
+                                      f"back; use {{{name}}}")
+            if name in fields:
+                raise SynthsteerError(f"{where} {template!r}: {{{name}}} appears twice; a record holds each field once")
+            if fields and not pending:
+                raise SynthsteerError(f"{where} {template!r}: {{{fields[-1]}}} and {{{name}}} are not separated by any "
+                                      "text, so a record could not be split back into them; put a literal between")
+            literals.append(pending)
+            fields.append(name)
+            pending = ""
+        if not fields:
+            raise SynthsteerError(f"{where} {template!r}: names no field (use {{field}})")
+        return cls("template", tuple(fields), (*literals, pending))
+
+    @classmethod
+    def json(cls, fields: tuple[str, ...] | list[str], where: str = "--fields") -> RecordFormat:
+        fields = tuple(fields)
+        if not fields:
+            raise SynthsteerError(f"{where}: name at least one field")
+        for name in fields:
+            if not name or name != name.strip():
+                raise SynthsteerError(f"{where}: {name!r} is not a field name")
+        if len(set(fields)) < len(fields):
+            raise SynthsteerError(f"{where}: a field is named twice")
+        return cls("json", fields)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> RecordFormat:
+        """A format an artifact recorded (`as_dict`)."""
+        if not isinstance(d, dict) or d.get("kind") not in KINDS:
+            raise SynthsteerError(f"{where}: its recorded record format is not one synthsteer writes")
+        if d["kind"] == "json":
+            return cls.json(d.get("fields") or (), where)
+        if not isinstance(d.get("template"), str):
+            raise SynthsteerError(f"{where}: its recorded record format has no template")
+        return cls.template(d["template"], where)
+
+    def as_dict(self) -> dict:
+        if self.kind == "json":
+            return {"kind": "json", "fields": list(self.fields)}
+        return {"kind": "template", "template": self.template_text}
+
+    @property
+    def template_text(self) -> str:
+        esc = [lit.replace("{", "{{").replace("}", "}}") for lit in self.literals]
+        return "".join(e + "{" + f + "}" for e, f in zip(esc, self.fields)) + esc[-1]
+
+    def check_record_keys(self, where: str = "--template") -> None:
+        clash = [f for f in self.fields if f in RECORD_KEYS]
+        if clash:
+            raise SynthsteerError(f"{where}: the field {clash[0]!r} would overwrite the record's own {clash[0]!r} "
+                                  f"(records keep their fields beside {', '.join(RECORD_KEYS)}); use data whose "
+                                  "columns are named otherwise")
+
+    def check_given(self, given: tuple[str, ...], where: str = "--given") -> None:
+        """Given fields must come first: the LM is fed them and writes the rest."""
+        for name in given:
+            if name not in self.fields:
+                raise SynthsteerError(f"{where} {name}: not a field of the record format ({', '.join(self.fields)})")
+        if tuple(self.fields[: len(given)]) != tuple(sorted(given, key=self.fields.index)):
+            raise SynthsteerError(f"{where} {','.join(given)}: given fields must come first in the record "
+                                  f"({', '.join(self.fields)}): the LM writes what follows them")
+        if len(given) == len(self.fields):
+            raise SynthsteerError(f"{where} {','.join(given)}: every field is given; leave at least one to generate")
+
+    def render(self, values: dict) -> str:
+        if self.kind == "json":
+            return json.dumps({f: values[f] for f in self.fields}, ensure_ascii=False)
+        return "".join(lit + str(values[f]) for lit, f in zip(self.literals, self.fields)) + self.literals[-1]
+
+    def forced_prefix(self, given: dict) -> str:
+        """The record's text before its first generated field (the given fields are its first ones),
+        without trailing spaces."""
+        if self.kind == "json":
+            head = ", ".join(f"{json.dumps(f)}: {json.dumps(given[f], ensure_ascii=False)}" for f in self.fields
+                             if f in given)
+            first = self.fields[len(given)]
+            return "{" + (head + ", " if head else "") + json.dumps(first) + ': "'
+        k = len(given)
+        text = "".join(lit + str(given[f]) for lit, f in zip(self.literals[:k], self.fields[:k]))
+        return (text + self.literals[k]).rstrip(" ")
+
+    def parse(self, text: str) -> dict[str, str] | Unparsable:
+        """The fields of `text`, or why it is not a record."""
+        return self._parse_json(text) if self.kind == "json" else self._parse_template(text)
+
+    def _parse_template(self, text: str) -> dict[str, str] | Unparsable:
+        lits, fields = self.literals, self.fields
+        if not text.startswith(lits[0]):
+            return Unparsable(f"missing the start {lits[0]!r}")
+        at, values = len(lits[0]), {}
+        for i, name in enumerate(fields[:-1]):
+            end = text.find(lits[i + 1], at)
+            if end < 0:
+                return Unparsable(f"missing {lits[i + 1].strip() or lits[i + 1]!r}")
+            values[name] = text[at:end]
+            at = end + len(lits[i + 1])
+        tail = lits[-1]
+        # a trailing literal of white space is what generation strips; any other must be there
+        if tail.strip():
+            if not text.endswith(tail) or len(text) - len(tail) < at:
+                return Unparsable(f"missing the end {tail!r}")
+            values[fields[-1]] = text[at: len(text) - len(tail)]
+        else:
+            values[fields[-1]] = text[at:]
+        return values
+
+    def _parse_json(self, text: str) -> dict[str, str] | Unparsable:
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            return Unparsable("not one JSON object")
+        if not isinstance(obj, dict):
+            return Unparsable("not one JSON object")
+        if set(obj) != set(self.fields):
+            missing, extra = set(self.fields) - set(obj), set(obj) - set(self.fields)
+            what = [f"missing {', '.join(sorted(missing))}"] if missing else []
+            return Unparsable("; ".join(what + ([f"extra {', '.join(sorted(extra))}"] if extra else [])))
+        for name in self.fields:
+            if not isinstance(obj[name], str):
+                return Unparsable(f"{name} is not a string")
+        return {name: obj[name] for name in self.fields}
+
+
+def reject_reason(parsed: Unparsable, finish: str) -> str:
+    """A reject's reason as the log line counts it: truncation first, for it explains the rest."""
+    return "truncated at max-new-tokens" if finish == "length" else parsed.reason

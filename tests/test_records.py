@@ -1,0 +1,170 @@
+"""Records of several fields: the format parses back, rejects are counted once, given fields are fed."""
+
+import json
+
+import pytest
+
+from synthsteer import ExpertConfig, FitConfig, GenerateConfig, fit_soft_prompt, generate, read_run, train_expert
+from synthsteer.errors import SynthsteerError
+from synthsteer.records import RecordFormat, Unparsable
+from synthsteer.runs import read_records
+
+# ---------------------------------------------------------------- the format (pure)
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{question}{answer}", "{question} and {answer} are not separated by any text"),
+    ("Q: {q}\nA: {q}", "{q} appears twice"),
+    ("Q: {q:>10}", "{q:>10} rewrites the value"),
+    ("Q: {q!r}", "{q!r} rewrites the value"),
+    ("no fields", "names no field"),
+    ("Q: {q.x}", "not a plain field name"),
+    ("{id}: {q}", None),
+])
+def test_a_template_that_would_not_parse_back_is_refused(template, message):
+    if message is None:  # a fine template, but its field would overwrite the record's own id
+        with pytest.raises(SynthsteerError, match="would overwrite the record's own 'id'"):
+            RecordFormat.template(template).check_record_keys()
+        return
+    with pytest.raises(SynthsteerError, match=message.replace("{", r"\{").replace("(", r"\(")):
+        RecordFormat.template(template)
+
+
+@pytest.mark.parametrize("values", [
+    {"q": "What is 2+2?", "a": "4"},
+    {"q": "", "a": ""},  # empty fields
+    {"q": "Wie viel kostet 1 Äpfel? 🍎", "a": "Antwort: 3 €\nA: nochmal"},  # unicode; the last field holds the separator
+])
+def test_render_and_parse_are_inverse(values):
+    fmt = RecordFormat.template("Q: {q}\nA: {a}")
+    text = fmt.render(values)
+    assert fmt.parse(text) == values and fmt.render(fmt.parse(text)) == text
+    js = RecordFormat.json(("q", "a"))
+    assert js.parse(js.render(values)) == values
+
+
+def test_a_field_holding_the_next_separator_splits_at_its_first_occurrence():
+    fmt = RecordFormat.template("Q: {q}\nA: {a}")
+    text = fmt.render({"q": "x\nA: y", "a": "z"})
+    assert fmt.parse(text) == {"q": "x", "a": "y\nA: z"}  # deterministic, and still render(parse(t)) == t
+    assert fmt.render(fmt.parse(text)) == text
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("Question 2+2", "missing the start 'Q: '"),
+    ("Q: 2+2 and no answer", "missing 'A:'"),
+])
+def test_a_text_that_does_not_parse_says_why(text, reason):
+    assert RecordFormat.template("Q: {q}\nA: {a}").parse(text) == Unparsable(reason)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("not json", "not one JSON object"),
+    ("[1]", "not one JSON object"),
+    ('{"q": "x"}', "missing a"),
+    ('{"q": "x", "a": "y", "b": "z"}', "extra b"),
+    ('{"q": "x", "a": 3}', "a is not a string"),
+])
+def test_json_records_hold_exactly_the_declared_string_fields(text, reason):
+    assert RecordFormat.json(("q", "a")).parse(text) == Unparsable(reason)
+
+
+def test_given_fields_come_first_and_are_forced_without_trailing_spaces():
+    fmt = RecordFormat.template("Label: {label}\nComment: {comment}")
+    assert fmt.forced_prefix({}) == "Label:"
+    assert fmt.forced_prefix({"label": "toxic"}) == "Label: toxic\nComment:"
+    assert RecordFormat.json(("label", "comment")).forced_prefix({"label": "toxic"}) == '{"label": "toxic", "comment": "'
+    with pytest.raises(SynthsteerError, match="given fields must come first"):
+        fmt.check_given(("comment",))
+    with pytest.raises(SynthsteerError, match="every field is given"):
+        fmt.check_given(("label", "comment"))
+    with pytest.raises(SynthsteerError, match="not a field of the record format"):
+        fmt.check_given(("topic",))
+    assert RecordFormat.from_dict(fmt.as_dict(), "x") == fmt
+
+
+# ---------------------------------------------------------------- through generate
+
+TEMPLATE = "Label: {label}\nComment:{comment}"  # no space to write after the colon: every given sample parses
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, small_jsonl):
+    rows = [json.loads(line) for line in small_jsonl.read_text().splitlines()]
+    path = tmp_path_factory.mktemp("labelled") / "c.jsonl"
+    path.write_text("".join(json.dumps({"label": ["toxic", "calm"][i % 2], "comment": r["question"]}) + "\n"
+                            for i, r in enumerate(rows)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(labelled, lm_dir, tmp_path_factory):
+    """A soft prompt and a LoRA expert trained on the rendered records (a few steps: only the plumbing counts)."""
+    root = tmp_path_factory.mktemp("trained")
+    common = dict(data=str(labelled), template=TEMPLATE, model=str(lm_dir), steps=2, batch_size=4, max_length=48,
+                  device="cpu")
+    prompt = fit_soft_prompt(FitConfig(**common, out=str(root / "prompt"), encoder="lm-mean", prompt_length=4),
+                             progress=False)
+    expert = train_expert(ExpertConfig(**common, out=str(root / "expert"), r=2), progress=False)
+    return prompt, expert
+
+
+@pytest.mark.parametrize("method", ["hard", "softsrv", "steer", "softsrv-steer"])
+def test_given_fields_are_fed_in_every_method_and_copied_verbatim(method, trained, labelled, lm_dir, tmp_path):
+    prompt, expert = trained
+    kw = {"hard": dict(method="hard", data=str(labelled), template=TEMPLATE, model=str(lm_dir)),
+          "softsrv": dict(method="softsrv", prompt=str(prompt)),
+          "steer": dict(method="steer", expert=str(expert), negatives=2),
+          "softsrv-steer": dict(method="steer", prompt=str(prompt), negatives=2)}[method]
+    out = generate(GenerateConfig(**kw, given=("label",), out=str(tmp_path / "run"), n=6, batch_size=3,
+                                  max_new_tokens=8, device="cpu"), progress=False)
+    records, rejects = read_run(out), read_records(out, "rejects")
+    assert len(records) + len(rejects) == 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["format"] == {"kind": "template", "template": TEMPLATE}
+    assert manifest["settings"]["given"] == ["label"]
+    labels = {json.loads(line)["comment"]: json.loads(line)["label"] for line in labelled.read_text().splitlines()}
+    from synthsteer.data import load_records
+
+    by_id = {rec.id: labels[rec.meta["comment"]] for rec in load_records(str(labelled), template=TEMPLATE)}
+    for r in records + rejects:  # kept or not, every sample was fed its given label
+        label = r["text"][len("Label: "):].split("\n")[0]
+        assert label in ("toxic", "calm") and r["text"].startswith(f"Label: {label}\nComment:"), r["text"]
+        if method in ("softsrv", "softsrv-steer"):  # the label of the example whose context seeded the record
+            assert label == by_id[r["provenance"]["source_id"]]
+    for r in records:
+        assert r["text"] == f"Label: {r['label']}\nComment:{r['comment']}" and r["provenance"]["given"] == ["label"]
+    assert len(records) == 6 and not rejects
+
+
+def test_rejects_are_counted_kept_apart_and_never_redone(labelled, lm_dir, tmp_path, capsys):
+    """A random LM rarely writes the " " after the fed "Label:", or the "\\nComment:" literal: most samples are
+    rejects."""
+    kw = dict(method="hard", data=str(labelled), template=TEMPLATE, model=str(lm_dir), out=str(tmp_path / "run"),
+              batch_size=4, max_new_tokens=6, device="cpu")
+    out = generate(GenerateConfig(**kw, n=8), progress=False)
+    rejects = read_records(out, "rejects")
+    reasons = ("truncated at max-new-tokens", "missing 'Comment:'", "missing the start 'Label: '")
+    assert rejects and all(r["reject"] in reasons for r in rejects)
+    assert all(r["text"].startswith("Label:") for r in rejects)  # the leading literal is fed, not written
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records"] + manifest["rejects"] == 8 and sum(manifest["reject_reasons"].values()) == manifest["rejects"]
+    assert f"kept {manifest['records']} of 8, {manifest['rejects']} unparsable: " in capsys.readouterr().err
+    before = {p.name: p.read_bytes() for p in out.glob("*-*.jsonl")}
+    generate(GenerateConfig(**kw, n=8), progress=False)  # a rerun: nothing to do
+    assert {p.name: p.read_bytes() for p in out.glob("*-*.jsonl")} == before
+    generate(GenerateConfig(**kw, n=12), progress=False)  # a resume to more: each index once, kept or rejected
+    indices = [r["index"] for r in read_run(out)] + [r["index"] for r in read_records(out, "rejects")]
+    assert sorted(indices) == list(range(12))
+    whole = generate(GenerateConfig(**{**kw, "out": str(tmp_path / "whole")}, n=12), progress=False)
+    assert sorted(r["id"] for r in read_records(whole, "rejects")) == sorted(r["id"] for r in read_records(out, "rejects"))
+
+
+def test_given_needs_a_format_examples_and_leading_fields(labelled, lm_dir, tmp_path):
+    with pytest.raises(SynthsteerError, match="--given needs a record format"):
+        generate(GenerateConfig(method="hard", data=str(labelled), field="comment", given=("label",), model=str(lm_dir),
+                                out=str(tmp_path / "a"), n=2, device="cpu"), progress=False)
+    with pytest.raises(SynthsteerError, match="given fields must come first"):
+        generate(GenerateConfig(method="hard", data=str(labelled), template=TEMPLATE, given=("comment",),
+                                model=str(lm_dir), out=str(tmp_path / "b"), n=2, device="cpu"), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
