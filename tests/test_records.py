@@ -168,3 +168,37 @@ def test_given_needs_a_format_examples_and_leading_fields(labelled, lm_dir, tmp_
         generate(GenerateConfig(method="hard", data=str(labelled), template=TEMPLATE, given=("comment",),
                                 model=str(lm_dir), out=str(tmp_path / "b"), n=2, device="cpu"), progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_export_writes_a_column_per_field_and_the_card_says_which_were_given(labelled, lm_dir, tmp_path):
+    from synthsteer import ExportConfig, export_runs, to_dataset
+
+    kw = dict(method="hard", data=str(labelled), template=TEMPLATE, model=str(lm_dir), batch_size=4, max_new_tokens=6,
+              device="cpu")
+    given = generate(GenerateConfig(**kw, given=("label",), out=str(tmp_path / "given"), n=4), progress=False)
+    loose = generate(GenerateConfig(**kw, out=str(tmp_path / "loose"), n=8), progress=False)
+    ds = to_dataset(str(given))
+    assert {"text", "label", "comment"} <= set(ds.column_names) and len(ds) == 4
+    assert all(row["text"] == f"Label: {row['label']}\nComment:{row['comment']}" for row in ds)
+    folder = export_runs(ExportConfig(runs=(f"given={given}", f"loose={loose}"), to=str(tmp_path / "export")))
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "Run given holds records of several fields, one column each: `label` (given), `comment` (generated)" in card
+    rejects = json.loads((loose / "manifest.json").read_text())["rejects"]
+    assert f"{rejects} samples did not parse into that format and are not rows" in card, folder
+
+
+def test_filter_dedups_on_a_field(tmp_path):
+    from synthsteer import FilterConfig, filter_run
+    from synthsteer.runs import RunDir
+
+    run = RunDir(tmp_path / "run", {"method": "plain"})
+    rows = [("What is 2+2?", "4"), ("what is 2+2?", "5"), ("What is 3+3?", "4")]
+    run.append([{"id": f"r{i}", "index": i, "text": f"Q: {q}\nA: {a}", "q": q, "a": a} for i, (q, a) in enumerate(rows)])
+    run.finish(n_requested=3)
+    run.close()
+    assert filter_run(FilterConfig(run=str(tmp_path / "run"), out=str(tmp_path / "whole"), dedup=True))["duplicate"] == 0
+    summary = filter_run(FilterConfig(run=str(tmp_path / "run"), out=str(tmp_path / "by-q"), dedup=True, dedup_on="q"))
+    assert summary["duplicate"] == 1 and [r["a"] for r in read_run(tmp_path / "by-q")] == ["4", "4"]
+    with pytest.raises(SynthsteerError, match="--dedup-on answer: record r0 has no such text field; its fields: id, "
+                                              "index, text, q, a"):
+        filter_run(FilterConfig(run=str(tmp_path / "run"), out=str(tmp_path / "x"), dedup=True, dedup_on="answer"))

@@ -108,6 +108,30 @@ def cell(x) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
+def record_format_lines(manifests: list[dict]) -> list[str]:
+    """The card's lines on records of several fields: each run's format, which fields were given (fed to
+    the LM from a training example) and which generated, and the samples that did not parse."""
+    from .records import RecordFormat
+
+    lines = []
+    for m in manifests:
+        recorded = m["settings"].get("format")
+        if recorded is None:
+            continue
+        fmt = RecordFormat.from_dict(recorded, f"{m['path']}/manifest.json")
+        given = set(m["settings"].get("given") or ())
+        fields = ", ".join(f"`{f}` ({'given' if f in given else 'generated'})" for f in fmt.fields)
+        shown = f"template `{cell(json.dumps(fmt.template_text, ensure_ascii=False))}`" if fmt.kind == "template" \
+            else "one JSON object"
+        rejects = m.get("rejects", 0)
+        why = ", ".join(f"{n} {cell(reason)}" for reason, n in (m.get("reject_reasons") or {}).items())
+        lines += ["", f"Run {cell(m['name'])} holds records of several fields, one column each: {fields}; the "
+                  f"`text` column is the whole record ({shown}). "
+                  + (f"{rejects} samples did not parse into that format and are not rows ({why})."
+                     if rejects else "Every sample parsed.")]
+    return lines
+
+
 def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, report: EvalReport | None):
     """A `huggingface_hub.DatasetCard` from the runs' manifests (and an eval report)."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -140,6 +164,7 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
         lines.append(f"| {cell(m['name'])} | {cell(s.get('method'))} | {cell((s.get('lm') or {}).get('name'))} | "
                      f"{n_rows.get(m['name'], 0)} | "
                      f"{s.get('seed')} | `{m['settings_hash']}` |")
+    lines += record_format_lines(manifests)
     lines += ["", f"Licence of the source data: {', '.join(sorted(licenses)) or 'unknown'}. Synthetic records "
               "derived from it may carry its terms.", ""]
     if report:

@@ -35,6 +35,8 @@ class FilterConfig(TextOptions, FeaturizerOptions, LogOptions):
     run: str = option("", "Run directory to filter.")
     out: str = option("runs/filtered", "Output directory (a new run).")
     dedup: bool = option(False, "Drop records whose normalised text repeats an earlier record.")
+    dedup_on: str | None = option(None, "With --dedup: compare this field of the records (e.g. question, of records "
+                                        "with several fields) instead of the whole text.", nonempty=True)
     decontaminate: str | None = option(None, "Drop records copying this data source (exact, near-duplicate or a "
                                              "13-word run).")
     min_length: int = option(0, "Drop records with fewer words.", ge=0)
@@ -47,6 +49,8 @@ class FilterConfig(TextOptions, FeaturizerOptions, LogOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dedup_on and not self.dedup:
+            raise SynthsteerError("--dedup-on needs --dedup")
         if self.label_consistent and not self.label_field:
             raise SynthsteerError("--label-consistent needs --label-field (the label of the records and real rows)")
 
@@ -73,7 +77,11 @@ def filter_run(config: FilterConfig) -> dict:
     if config.dedup:
         seen, unique = set(), []
         for r in keep:
-            key = normalize_text(r["text"])
+            value = r["text"] if config.dedup_on is None else r.get(config.dedup_on)
+            if not isinstance(value, str):
+                raise SynthsteerError(f"--dedup-on {config.dedup_on}: record {r['id']} has no such text field; its "
+                                      f"fields: {', '.join(k for k in r if k != 'provenance')}")
+            key = normalize_text(value)
             if key in seen:
                 dropped["duplicate"] += 1
             else:
