@@ -202,3 +202,20 @@ def test_filter_dedups_on_a_field(tmp_path):
     with pytest.raises(SynthsteerError, match="--dedup-on answer: record r0 has no such text field; its fields: id, "
                                               "index, text, q, a"):
         filter_run(FilterConfig(run=str(tmp_path / "run"), out=str(tmp_path / "x"), dedup=True, dedup_on="answer"))
+
+
+def test_eval_scores_each_generated_field_against_the_real_one(labelled, lm_dir, tmp_path):
+    from synthsteer import EvalConfig, evaluate
+    from synthsteer.export import read_report
+
+    run = generate(GenerateConfig(method="hard", data=str(labelled), template=TEMPLATE, model=str(lm_dir), given=("label",),
+                                  out=str(tmp_path / "run"), n=8, batch_size=4, max_new_tokens=6, device="cpu"),
+                   progress=False)
+    report = evaluate(EvalConfig(real=str(labelled), template=TEMPLATE, synthetic=(f"given={run}",),
+                                 out=str(tmp_path / "eval"), mauve_seeds=(0,), device="cpu"), progress=False)
+    assert list(report.fields) == ["comment"]  # the given label is not the LM's work
+    scored = report.fields["comment"]["given"].values
+    assert scored["n"] == 8 and 0 <= scored["mauve"]["mean"] <= 1 and "self_bleu" not in scored
+    assert read_report(str(tmp_path / "eval")).fields["comment"]["given"].values == scored
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert '<table class="field" data-field="comment">' in html

@@ -17,7 +17,7 @@ from ._version import __version__
 from .data import DataSpec, load_records, template_fields
 from .errors import SynthsteerError
 from .logs import console_settings, log, log_file
-from .metrics import MIN_SAMPLES, Labelled, SetInputs, compute_metrics, label_classifier, label_values, record_label
+from .metrics import FIELD_METRICS, MIN_SAMPLES, Labelled, SetInputs, compute_metrics, label_classifier, label_values, record_label
 from .options import FeaturizerOptions, LogOptions, TextOptions, option, require
 from .report import EvalReport, Examples, Neighbour, SetInfo, SetMetrics, Timings, write_report
 from .runs import checked_records, split_name
@@ -71,6 +71,7 @@ class TextSet:
     texts: list[str]
     labels: list | None = None
     settings: dict = field(default_factory=dict)
+    fields: dict[str, list[str]] = field(default_factory=dict)  # a run's generated fields; the real data's rows
 
 
 def _with_recorded_text(config: EvalConfig) -> EvalConfig:
@@ -121,7 +122,7 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
             else:
                 labels = label_values(labels, f"--synthetic {src}: --label-field {label_field!r}")
         settings = read_json(path / "manifest.json").get("settings", {})
-        return TextSet(name, src, [r["text"] for r in records], labels, settings)
+        return TextSet(name, src, [r["text"] for r in records], labels, settings, generated_fields(records, settings))
     records = load_records(DataSpec(src, field=config.field, template=config.template))
     labels = None
     if label_field:
@@ -138,7 +139,20 @@ def _subsample(s: TextSet, n: int, seed: int) -> TextSet:
         return s
     idx = np.sort(np.random.default_rng(seed).choice(len(s.texts), n, replace=False))
     return TextSet(s.name, s.source, [s.texts[i] for i in idx],
-                   [s.labels[i] for i in idx] if s.labels is not None else None, s.settings)
+                   [s.labels[i] for i in idx] if s.labels is not None else None, s.settings,
+                   {k: [v[i] for i in idx] for k, v in s.fields.items()})
+
+
+def generated_fields(records: list[dict], settings: dict) -> dict[str, list[str]]:
+    """The values of each field a run's records generated (not the given ones), by field."""
+    recorded = settings.get("format") if isinstance(settings, dict) else None
+    if not isinstance(recorded, dict):
+        return {}
+    from .records import RecordFormat
+
+    given = set(settings.get("given") or ())
+    fields = [f for f in RecordFormat.from_dict(recorded, "the run's manifest").fields if f not in given]
+    return {f: [str(r.get(f, "")) for r in records] for f in fields}
 
 
 def _label_checks(config: EvalConfig, real: TextSet, sets: list[TextSet]) -> None:
@@ -247,7 +261,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalReport:
     real = TextSet("real", config.real, [r.text for r in real_recs],
                    label_values([r.meta[config.label_field] for r in real_recs],
                                 f"--real {config.real}: --label-field {config.label_field!r}")
-                   if config.label_field else None)
+                   if config.label_field else None,
+                   fields={k: [str(r.meta[k]) for r in real_recs] for k in real_recs[0].meta
+                           if all(isinstance(r.meta.get(k), str) for r in real_recs)})
     real = _subsample(real, config.max_samples, config.seed)
     sets = [_subsample(load_set(s, config, config.label_field), config.max_samples, config.seed)
             for s in config.synthetic]
@@ -315,6 +331,8 @@ def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: boo
         results[s.name] = SetMetrics(values[s.name], verdict(values[s.name], ceiling),
                                      examples(s.texts, feats[s.name], real.texts, real_feats, seed=config.seed))
 
+    per_field = field_metrics(real, sets, encoder, common, progress)
+
     import importlib.metadata as md
 
     versions = {p: md.version(p) for p in ("torch", "transformers", "sentence-transformers", "scikit-learn",
@@ -322,11 +340,33 @@ def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: boo
     report = EvalReport(
         real=SetInfo(config.real, len(real.texts)),
         sets={s.name: SetInfo(s.source, len(s.texts), s.settings) for s in sets},
-        metrics=results, featurizer=encoder.fingerprint, config=asdict(config),
+        metrics=results, fields=per_field, featurizer=encoder.fingerprint, config=asdict(config),
         varying_settings=varying_settings(sets) if len(sets) > 1 else {}, warnings=tuple(warnings_out),
         seconds=Timings(round(t_feat, 2), round(t_metrics, 2), round(time.time() - t0, 2)),
         synthsteer_version=__version__, packages=versions)
     return write_report(report, Path(config.out), real, sets, real_feats, feats)
+
+
+def field_metrics(real: TextSet, sets: list[TextSet], encoder, common: dict, progress: bool) -> dict:
+    """Per generated field of records (a run with a record format), each set that generated it against
+    the real data's same field: closeness, diversity and length (`FIELD_METRICS`), field by field."""
+    from .encoders import encode_cached
+
+    out: dict[str, dict[str, SetMetrics]] = {}
+    for name in sorted({f for s in sets for f in s.fields}):
+        if name not in real.fields:
+            log.warning(f"--real {real.source}: has no text field {name!r}; the runs' {name!r} is not scored alone")
+            continue
+        real_texts = real.fields[name]
+        real_feats = encode_cached(encoder, real_texts, progress=progress).numpy()
+        out[name] = {}
+        for s in sets:
+            if name in s.fields:
+                texts = s.fields[name]
+                feats = encode_cached(encoder, texts, progress=progress).numpy()
+                out[name][s.name] = SetMetrics(compute_metrics(SetInputs(texts, feats, real_texts, real_feats, **common),
+                                                               FIELD_METRICS))
+    return out
 
 
 def _installed(pkg: str) -> bool:

@@ -430,10 +430,16 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-def compute_metrics(inputs: SetInputs) -> dict:
-    """Every metric of the table that applies to one set, in table order."""
+# what each generated field of records is scored by (eval's table per field): closeness, diversity, length
+FIELD_METRICS = ("n", "mauve", "distinct_2", "steer_diversity", "mean_words")
+
+
+def compute_metrics(inputs: SetInputs, keys: tuple[str, ...] | None = None) -> dict:
+    """Every metric of the table that applies to one set (or only those of `keys`), in table order."""
     out: dict = {}
     for m in METRICS:
+        if keys is not None and m.key not in keys:
+            continue
         if m.compute is None or (m.applies is not None and not m.applies(inputs)):
             continue
         value = m.compute(inputs)

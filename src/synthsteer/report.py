@@ -82,6 +82,7 @@ class EvalReport:
     real: SetInfo
     sets: dict[str, SetInfo]
     metrics: dict[str, SetMetrics]
+    fields: dict[str, dict[str, SetMetrics]] = field(default_factory=dict)  # per generated field, per set
     featurizer: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     varying_settings: dict[str, list] = field(default_factory=dict)
@@ -112,7 +113,10 @@ class EvalReport:
             "synthsteer_version": self.synthsteer_version, "packages": self.packages, "config": self.config,
             "featurizer": self.featurizer, "real": set_info(self.real),
             "sets": {k: set_info(s) for k, s in self.sets.items()}, "varying_settings": self.varying_settings,
-            "metrics": {k: set_metrics(m) for k, m in self.metrics.items()}, "warnings": list(self.warnings),
+            "metrics": {k: set_metrics(m) for k, m in self.metrics.items()},
+            **({"fields": {f: {k: set_metrics(m) for k, m in sets.items()} for f, sets in self.fields.items()}}
+               if self.fields else {}),
+            "warnings": list(self.warnings),
             "seconds": None if seconds is None else {"featurize": seconds.featurize, "metrics": seconds.metrics,
                                                      "total": seconds.total},
             "plots": list(self.plots),
@@ -127,6 +131,9 @@ class EvalReport:
                 for name, s in (need(d, "sets", dict, where, optional=True) or {}).items()}
         metrics = {name: _set_metrics(_object(m, where, f"metrics of {name!r}", quoted=False), where, f"metrics.{name}.")
                    for name, m in need(d, "metrics", dict, where).items()}
+        fields = {f: {name: _set_metrics(_object(m, where, f"fields.{f}.{name}"), where, f"fields.{f}.{name}.")
+                      for name, m in _object(sets_of, where, f"fields.{f}").items()}
+                  for f, sets_of in (need(d, "fields", dict, where, optional=True) or {}).items()}
         varying = need(d, "varying_settings", dict, where, optional=True) or {}
         for key in varying:
             need(varying, key, list, where, prefix="varying_settings.")
@@ -137,7 +144,7 @@ class EvalReport:
         packages = need(d, "packages", dict, where, optional=True) or {}
         for key in packages:
             need(packages, key, str, where, prefix="packages.")
-        return cls(real=real, sets=sets, metrics=metrics, featurizer=need(d, "featurizer", str, where, optional=True),
+        return cls(real=real, sets=sets, metrics=metrics, fields=fields, featurizer=need(d, "featurizer", str, where, optional=True),
                    config=need(d, "config", dict, where, optional=True) or {}, varying_settings=varying,
                    warnings=_strings(d, "warnings", where), seconds=seconds, plots=_strings(d, "plots", where),
                    synthsteer_version=need(d, "synthsteer_version", str, where, optional=True), packages=packages)
@@ -206,6 +213,16 @@ def rows(report: EvalReport) -> list[tuple[str, list[str]]]:
     return [(name, [cell(m.values, c) for c in columns()]) for name, m in report.metrics.items()]
 
 
+def field_tables(report: EvalReport) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per generated field: (field, set names, rows of metric title and one cell per set)."""
+    cols = [c for c in columns() if c.key in metrics_table.FIELD_METRICS]
+    out = []
+    for name, sets in report.fields.items():
+        body = [[f"{c.title} {c.better}".strip(), *(cell(m.values, c) for m in sets.values())] for c in cols]
+        out.append((name, list(sets), body))
+    return out
+
+
 def headers() -> list[str]:
     return [f"{c.title} {c.better}".strip() for c in columns()]
 
@@ -239,6 +256,14 @@ def print_table(report: EvalReport) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    for field_name, names, body in field_tables(report):
+        part = Table(title=f"field {field_name!r} alone, vs the real data's")
+        part.add_column("metric")
+        for name in names:
+            part.add_column(name, justify="right")
+        for row in body:
+            part.add_row(*row)
+        console.print(part)
     for name, m in report.metrics.items():
         if m.verdict:
             console.print(f"{name}: {m.verdict}", markup=False, highlight=False)
@@ -349,6 +374,12 @@ def render_html(report: EvalReport, images: dict[str, str]) -> str:
         looks += (f'<h3>{esc(label(report, name))}</h3><p class="verdict"><b>{esc(m.verdict or "")}</b></p>'
                   f'<table class="samples"><tr><th>synthetic (10 at random)</th><th>real (10 at random)</th></tr>'
                   f"{pairs}</table><p>Closest real text to a few samples:</p><ol>{near}</ol>")
+    per_field = ""
+    for field_name, set_names, field_body in field_tables(report):
+        cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in field_body)
+        heads = "".join(f"<th>{esc(h)}</th>" for h in ["metric", *set_names])
+        per_field += (f'<h3>Field {esc(field_name)} alone</h3><table class="field" data-field="{esc(field_name)}">'
+                      f"<tr>{heads}</tr>{cells}</table>")
     warn = "".join(f"<li>{esc(w)}</li>" for w in report.warnings)
     sets = "".join(f"<li><b>{esc(n)}</b>: {esc(s.source)} (n={s.n})</li>" for n, s in report.sets.items())
     mauve_note = (f"MAUVE: mean ± std over k-means seeds {report.config.get('mauve_seeds')}, featurizer "
@@ -363,7 +394,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 <body><h1>synthsteer evaluation</h1>
 <p>Real data: {esc(report.real.source)} (n={report.real.n}). Synthetic sets:</p><ul>{sets}</ul>
 <h2>Verdicts and samples</h2>{looks}
-<h2>Metrics</h2><table id="metrics"><tr>{head}</tr>{body}</table>
+<h2>Metrics</h2><table id="metrics"><tr>{head}</tr>{body}</table>{per_field}
 <p>{mauve_note} Arrows say which way is better; "real vs real" compares two disjoint halves of the real
 data and is the ceiling. AUROC is a 5-fold real-vs-synthetic classifier: 0.5 means indistinguishable.</p>
 <ul>{warn}</ul>

@@ -249,9 +249,10 @@ def checked_records(path: str | Path) -> list[dict]:
     problems = []
     if len(unique) < len(records):
         problems.append(f"{len(records) - len(unique)} duplicate ids (kept the first of each)")
-    done = len(unique) + len({r["id"] for r in read_records(path, "rejects")})
-    if n is not None and done < n:
-        problems.append(f"unfinished: {done} of {n} samples (rerun its generate command to complete it)")
+    rejects = len({r["id"] for r in read_records(path, "rejects")})  # samples that did not parse count as done
+    if n is not None and len(unique) + rejects < n:
+        problems.append(f"unfinished: {len(unique) + rejects} of {n} {'samples' if rejects else 'records'} (rerun its "
+                        "generate command to complete it)")
     if problems:
         log.warning(f"{path}: {'; '.join(problems)}")
     return unique
