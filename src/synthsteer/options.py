@@ -171,6 +171,12 @@ class FormatOptions(Options):
     given: tuple[str, ...] = option((), "Fields the LM is fed rather than writes (the first fields of --template), "
                                         "taken from the training example that seeds the record (repeat or "
                                         "comma-separate), e.g. --given passage or --given label_name.")
+    constrain: str = option("auto", "Mask tokens that would make a record unparsable (xgrammar): on, off, or auto (on "
+                                    "when a record format is declared and xgrammar is installed).",
+                            choices=("auto", "on", "off"))
+    field_values: tuple[str, ...] = option((), "The closed set of values a generated field may take, e.g. "
+                                               "--field-values label=yes,no (default: inferred from the training "
+                                               "data when a field has few distinct values; constrained runs only).")
 
 
 ENGINES = ("transformers",)  # engine.ENGINES holds their classes (a test keeps the two in step)

@@ -142,6 +142,32 @@ class RecordFormat:
         text = "".join(lit + str(given[f]) for lit, f in zip(self.literals[:k], self.fields[:k]))
         return (text + self.literals[k]).rstrip(" ")
 
+    def regex(self, values: dict[str, tuple[str, ...]] | None = None, longest: dict[str, int] | None = None) -> str:
+        """A regex of texts that parse (template kind), each generated field non-empty: a field before a
+        literal holds no character that literal starts with (so it ends where the literal first occurs,
+        as `parse` splits) and at most `longest[field]` characters, so that the literal comes in time;
+        the last field anything; a field of `values` one of them."""
+        values, longest = values or {}, longest or {}
+        out = [_escape(self.literals[0])]
+        for i, name in enumerate(self.fields):
+            after = self.literals[i + 1]
+            if name in values:
+                out.append("(" + "|".join(_escape(v) for v in values[name]) + ")")
+            elif i + 1 < len(self.fields):
+                bound = f"{{1,{longest[name]}}}" if name in longest else "+"
+                out.append(f"[^{_escape(after[0], in_class=True)}]{bound}")
+            else:
+                out.append(r"[\s\S]+")
+            out.append(_escape(after) if after.strip() or i + 1 < len(self.fields) else "")
+        return "".join(out)
+
+    def json_schema(self, values: dict[str, tuple[str, ...]] | None = None) -> dict:
+        """The JSON schema of a record (json kind): exactly the declared string fields, in order."""
+        values = values or {}
+        props = {f: {"type": "string", **({"enum": list(values[f])} if f in values else {"minLength": 1})}
+                 for f in self.fields}
+        return {"type": "object", "properties": props, "required": list(self.fields), "additionalProperties": False}
+
     def parse(self, text: str) -> dict[str, str] | Unparsable:
         """The fields of `text`, or why it is not a record."""
         return self._parse_json(text) if self.kind == "json" else self._parse_template(text)
@@ -182,6 +208,16 @@ class RecordFormat:
             if not isinstance(obj[name], str):
                 return Unparsable(f"{name} is not a string")
         return {name: obj[name] for name in self.fields}
+
+
+_CONTROL = {"\n": r"\n", "\t": r"\t", "\r": r"\r"}
+
+
+def _escape(text: str, in_class: bool = False) -> str:
+    """`text` as a literal of the regex dialect grammar libraries share (no escaped spaces or dashes,
+    which Python's `re.escape` writes and they refuse)."""
+    special = "\\]^-" if in_class else "\\.^$|?*+()[]{}"
+    return "".join(_CONTROL.get(ch) or ("\\" + ch if ch in special else ch) for ch in text)
 
 
 def reject_reason(parsed: Unparsable, finish: str) -> str:

@@ -13,6 +13,8 @@ from ..errors import SynthsteerError
 from ..lm import check_fits_context
 from ..prompts import stop_token_ids
 from ..randomness import sample_key, shuffled_cycle
+from ..constrain import Grammar
+from ..logs import log
 from ..records import RecordFormat, Unparsable, reject_reason
 from ..runs import settings_hash
 from .loader import build_method
@@ -41,13 +43,80 @@ def record_format(config: GenerateConfig, parts) -> tuple[RecordFormat | None, t
     return fmt, config.given
 
 
-def force(request: Request, ids: list[int]) -> Request:
-    """`request` with `ids` fed after every branch's prefix (STEER's negatives included): the given
-    fields, which the LM continues from rather than writes."""
+def force(request: Request, ids: list[int], text: str) -> Request:
+    """`request` with `ids` (the tokens of `text`) fed after every branch's prefix (STEER's negatives
+    included): the leading literal and the given fields, which the LM continues from rather than writes."""
     if not ids:
         return request
     return Request({name: replace(p, ids=[*(p.ids or []), *ids]) for name, p in request.branches.items()},
-                   request.key)
+                   request.key, text)
+
+
+def constrained(mode: str) -> bool:
+    """Whether a run with a record format decodes under its grammar (--constrain)."""
+    from ..constrain import INSTALL, available
+
+    if mode == "off":
+        return False
+    if available():
+        return True
+    if mode == "on":
+        raise SynthsteerError(f"--constrain on needs xgrammar: {INSTALL}")
+    log.warning(f"records are decoded unconstrained: xgrammar is not installed ({INSTALL})")
+    return False
+
+
+CLOSED_AT_MOST = 16  # distinct values of a field, each seen at least 4 times, that make it a closed set
+
+
+def closed_values(fmt: RecordFormat, given: tuple[str, ...], declared: tuple[str, ...], records) -> dict:
+    """The value sets of generated fields: --field-values (`label=yes,no`; the CLI may split it at the
+    commas, so an item without `=` continues the field before it), else a field of the training data
+    with at most CLOSED_AT_MOST distinct values, each seen at least 4 times (BoolQ's answer, a label)."""
+    values: dict[str, list[str]] = {}
+    current = None
+    for item in (part.strip() for entry in declared for part in entry.split(",")):
+        if "=" in item:
+            current, _, first = item.partition("=")
+            current = current.strip()
+            if current not in fmt.fields or current in given:
+                raise SynthsteerError(f"--field-values {current}: not a generated field of the record format "
+                                      f"({', '.join(f for f in fmt.fields if f not in given)})")
+            values[current] = [first] if first else []
+        elif current is None:
+            raise SynthsteerError(f"--field-values {item}: expected FIELD=VALUE,VALUE...")
+        elif item:
+            values[current].append(item)
+    for name, vals in values.items():
+        if not vals or any(not v for v in vals):
+            raise SynthsteerError(f"--field-values {name}: give its values, e.g. {name}=yes,no")
+    if not declared and records:
+        from collections import Counter
+
+        for name in fmt.fields:
+            if name in given or not all(name in r.meta for r in records):
+                continue
+            counts = Counter(str(r.meta[name]) for r in records)
+            if len(counts) <= CLOSED_AT_MOST and min(counts.values()) >= 4:
+                values[name] = sorted(counts)
+    return {k: tuple(v) for k, v in values.items()}
+
+
+def longest_fields(fmt: RecordFormat, records) -> dict[str, int]:
+    """How long (in characters) each field before the last may grow under the grammar: a quarter more
+    than the training data's longest, so that its closing literal comes before --max-new-tokens."""
+    out = {}
+    for name in fmt.fields[:-1]:
+        lengths = [len(str(r.meta[name])) for r in records if name in r.meta]
+        if lengths:
+            out[name] = max(lengths) * 5 // 4 + 8
+    return out
+
+
+def _version(package: str) -> str:
+    import importlib.metadata as md
+
+    return md.version(package)
 
 
 class BlockGenerator:
@@ -57,15 +126,25 @@ class BlockGenerator:
         self.config = config
         self.method = build_method(config, lm)
         self.lm = self.method.lm
+        self.stop_ids = stop_token_ids(self.lm.tokenizer, self.lm.model)
         self.engine: Engine = ENGINES[config.engine](self.method.models)
         self.settings = {"method": config.method, "engine": {"name": self.engine.name, "version": self.engine.version},
                          "lm": self.lm.fingerprint(), "sampling": asdict(config.sampling),
                          "label_field": config.label_field, "seed": config.seed, **self.method.settings()}
         self.format, self.given = record_format(config, self.method.parts)
+        self.grammar = None
         if self.format is not None:  # only then: runs without a record format keep their settings hash
             self.settings.update(format=self.format.as_dict(), given=list(self.given))
+            if constrained(config.constrain):
+                records = self.method.parts.records
+                values = closed_values(self.format, self.given, config.field_values, records)
+                longest = longest_fields(self.format, records)
+                vocab = self.lm.model.get_input_embeddings().weight.shape[0]
+                self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids, regex=self.format.regex(values, longest))
+                self.settings.update(constrain={"library": "xgrammar", "version": _version("xgrammar"),
+                                                "values": {k: list(v) for k, v in values.items()},
+                                                "longest": longest})
         self.hash = settings_hash(self.settings)
-        self.stop_ids = stop_token_ids(self.lm.tokenizer, self.lm.model)
         # not settings (runs written before them keep their hash), but a rerun must share them
         records = self.method.parts.records
         self.guards = {"data_sha256": records_digest(records)} if records else {}
@@ -103,9 +182,9 @@ class BlockGenerator:
         planned = self.method.plan(indices, keys)
         given = [self._given(i, p) for i, p in zip(indices, planned)] if self.format else [None] * len(indices)
         forced = [self.format.forced_prefix(g) if self.format else "" for g in given]
-        requests = [force(p.request, self._ids(text)) for p, text in zip(planned, forced)]
+        requests = [force(p.request, self._ids(text), text) for p, text in zip(planned, forced)]
         self._check_fits(requests)  # a few-shot draw of a later record may be longer than record 0's
-        results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids)
+        results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids, grammar=self.grammar)
         texts = self.lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
         records = []
         for i, text, res, key, p, g, f in zip(indices, texts, results, keys, planned, given, forced):
