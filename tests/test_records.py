@@ -246,3 +246,30 @@ def test_constrained_decoding_always_parses_even_on_a_random_lm(template, values
     assert [r["text"] for r in read_run(again)] == [r["text"] for r in records]  # (seed, index) only
     off = generate(GenerateConfig(**kw, out=str(tmp_path / "off"), constrain="off"), progress=False)
     assert len(read_run(off)) < len(records)
+
+
+def test_json_records_from_fit_to_generate_parse_and_constrain(lm_dir, tmp_path):
+    """--format json --fields: the examples are JSON objects (fields may hold newlines), the prompt records
+    the format, generate feeds the given field inside the object and the grammar keeps it one object."""
+    data = tmp_path / "code.jsonl"
+    data.write_text("".join(json.dumps({"task": f"task {i}", "code": f"def f{i}():\n    return {i}"}) + "\n"
+                            for i in range(12)))
+    from synthsteer.data import load_records
+
+    spec_kw = dict(data=str(data), format="json", fields=("task", "code"))
+    from synthsteer.data import DataSpec
+
+    records = load_records(DataSpec.of(GenerateConfig(method="hard", **spec_kw)))
+    assert json.loads(records[1].text) == {"task": "task 1", "code": "def f1():\n    return 1"}
+    prompt = fit_soft_prompt(FitConfig(**spec_kw, model=str(lm_dir), out=str(tmp_path / "prompt"), steps=2,
+                                       batch_size=4, max_length=48, encoder="lm-mean", prompt_length=4, device="cpu"),
+                             progress=False)
+    assert json.loads((prompt / "config.json").read_text())["data"]["fields"] == ["task", "code"]
+    out = generate(GenerateConfig(method="softsrv", prompt=str(prompt), given=("task",), n=6, batch_size=3,
+                                  max_new_tokens=48, out=str(tmp_path / "run"), device="cpu"), progress=False)
+    kept = read_run(out)
+    assert len(kept) == 6 and not read_records(out, "rejects")
+    for r in kept:
+        assert json.loads(r["text"], strict=False) == {"task": r["task"], "code": r["code"]} and r["task"].startswith("task ")
+    with pytest.raises(SynthsteerError, match="--format json needs --fields"):
+        DataSpec.of(GenerateConfig(method="hard", data=str(data), format="json"))

@@ -81,8 +81,15 @@ class DataSpec:
     split: str | None = None
     limit: int | None = None
     subset: str | None = None  # a hub dataset's configuration (`glue` + `sst2`)
+    fields: tuple[str, ...] | None = None  # a json record's fields (--format json --fields): text is the object
 
     def __post_init__(self):
+        if self.fields is not None:
+            if self.field or self.template:
+                raise SynthsteerError("--format json takes --fields, not --field or --template")
+            from .records import RecordFormat
+
+            object.__setattr__(self, "fields", RecordFormat.json(tuple(self.fields)).fields)
         if not self.source or not str(self.source).strip():
             raise SynthsteerError("--data: empty; give a file, a `datasets` directory, a hub name or builtin:NAME")
         if self.subset and (self.source.startswith("builtin:") or _is_local(self.source)):
@@ -97,16 +104,28 @@ class DataSpec:
             template_fields(self.template)  # refuses a malformed or unsafe template now, not at record 1
 
     @classmethod
-    def of(cls, options, *, limit: int | None = None) -> DataSpec:
-        """The spec that `options` (a `DataOptions`: --data, --field, --template, --split, --subset) name."""
+    def of(cls, options, *, source: str | None = None, limit: int | None = None) -> DataSpec:
+        """The spec that `options` (a `DataOptions`: --data, --field, --template, --format, --fields, --split,
+        --subset) name; with `source`, that source's rows made into text the way `options` say (a
+        `TextOptions`: eval's real data, filter's references)."""
+        fields = tuple(options.fields) if options.format == "json" else None
+        if options.format != "json" and options.fields:
+            raise SynthsteerError("--fields goes with --format json")
+        if options.format == "json" and not options.fields:
+            raise SynthsteerError("--format json needs --fields (the record's fields, in order)")
+        if source is not None:
+            return cls(source, field=options.field, template=options.template, fields=fields)
         return cls(options.data, field=options.field, template=options.template, split=options.split, limit=limit,
-                   subset=options.subset)
+                   subset=options.subset, fields=fields)
 
     def as_dict(self) -> dict:
         """What artifacts record; `subset` only when set, so records made before it existed keep their settings."""
         d = asdict(self)
-        if d["subset"] is None:
-            del d["subset"]
+        for key in ("subset", "fields"):  # only when set: artifacts made before them keep their settings
+            if d[key] is None:
+                del d[key]
+            elif key == "fields":
+                d[key] = list(d[key])
         return d
 
     def text_field(self) -> str | None:
@@ -570,16 +589,19 @@ def infer_text_field(rows: list[dict], source: str) -> str:
 
 def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list[Record]:
     text_field = spec.text_field()
-    if spec.template is None and text_field is None:
+    if spec.template is None and spec.fields is None and text_field is None:
         text_field = infer_text_field(rows, spec.source)
-    needed = template_fields(spec.template) if spec.template else [text_field]
+    needed = list(spec.fields) if spec.fields else template_fields(spec.template) if spec.template else [text_field]
     records, seen = [], {}
     for i, row in enumerate(rows):
         missing = [f for f in needed if f not in row]
         if missing:
             raise SynthsteerError(f"{spec.source}: record {i + 1} has no field {missing[0]!r}; "
                                   f"fields: {', '.join(row)}")
-        if spec.template:
+        if spec.fields:
+            text = json.dumps({f: row[f] if isinstance(row[f], str) else str(row[f]) for f in spec.fields},
+                              ensure_ascii=False)
+        elif spec.template:
             try:
                 text = spec.template.format(**row)
             except (ValueError, TypeError) as e:

@@ -123,7 +123,7 @@ def load_set(item: str, config: EvalConfig, label_field: str | None) -> TextSet:
                 labels = label_values(labels, f"--synthetic {src}: --label-field {label_field!r}")
         settings = read_json(path / "manifest.json").get("settings", {})
         return TextSet(name, src, [r["text"] for r in records], labels, settings, generated_fields(records, settings))
-    records = load_records(DataSpec(src, field=config.field, template=config.template))
+    records = load_records(DataSpec.of(config, source=src))
     labels = None
     if label_field:
         missing = [r for r in records if label_field not in r.meta]
@@ -254,7 +254,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalReport:
                   verb="write a report into")
     t0 = time.time()
     config = _with_recorded_text(config)
-    real_recs = load_records(DataSpec(config.real, field=config.field, template=config.template))
+    real_recs = load_records(DataSpec.of(config, source=config.real))
     if config.label_field and any(config.label_field not in r.meta for r in real_recs):
         raise SynthsteerError(f"--real {config.real}: no field {config.label_field!r}; "
                               f"fields: {', '.join(real_recs[0].meta)}")
@@ -287,8 +287,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalReport:
 
 def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: bool, t0: float) -> EvalReport:
     """The metrics of every set against `real`, written as report.json and report.html."""
-    train_texts = [r.text for r in load_records(DataSpec(config.train, field=config.field,
-                                                         template=config.template))] if config.train else None
+    train_texts = [r.text for r in load_records(DataSpec.of(config, source=config.train))] if config.train else None
 
     from .encoders import encode_cached, load_encoder  # torch: only when evaluating, not for --help
     from .lm import encoder_device

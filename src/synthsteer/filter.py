@@ -89,8 +89,7 @@ def filter_run(config: FilterConfig) -> dict:
                 unique.append(r)
         keep = unique
     if config.decontaminate:
-        ref = [x.text for x in load_records(DataSpec(config.decontaminate, field=config.field,
-                                                     template=config.template))]
+        ref = [x.text for x in load_records(DataSpec.of(config, source=config.decontaminate))]
         scores = copy_scores([r["text"] for r in keep], ref, near_threshold=config.near_threshold, ngram=config.ngram)
         clean = [r for r, c in zip(keep, scores)
                  if not (c["exact"] or c["jaccard"] >= config.near_threshold or c["verbatim"])]
@@ -116,7 +115,7 @@ def _label_consistent(records: list[dict], config: FilterConfig) -> tuple[list[d
     from .metrics import label_classifier
 
     field = config.label_field
-    real = load_records(DataSpec(config.label_consistent, field=config.field, template=config.template))
+    real = load_records(DataSpec.of(config, source=config.label_consistent))
     if any(field not in r.meta for r in real):
         raise SynthsteerError(f"--label-consistent {config.label_consistent}: rows have no field {field!r}")
     labels = [record_label(r, field) for r in records]

@@ -133,6 +133,9 @@ class TextOptions(Options):
 
     field: str | None = option(None, "Row field holding the text (default: the builtin dataset's text field).")
     template: str | None = option(None, "Text template over row fields, e.g. '{question}\\n{answer}' (instead of --field).")
+    format: str = option("text", "text: an example is --field or --template; json: one JSON object of --fields (a "
+                                 "record whose fields may span lines).", choices=("text", "json"))
+    fields: tuple[str, ...] = option((), "With --format json: the record's fields, in order (repeat or comma-separate).")
 
 
 @dataclass(frozen=True)

@@ -161,11 +161,18 @@ class RecordFormat:
             out.append(_escape(after) if after.strip() or i + 1 < len(self.fields) else "")
         return "".join(out)
 
-    def json_schema(self, values: dict[str, tuple[str, ...]] | None = None) -> dict:
-        """The JSON schema of a record (json kind): exactly the declared string fields, in order."""
-        values = values or {}
-        props = {f: {"type": "string", **({"enum": list(values[f])} if f in values else {"minLength": 1})}
-                 for f in self.fields}
+    def json_schema(self, values: dict[str, tuple[str, ...]] | None = None,
+                    longest: dict[str, int] | None = None) -> dict:
+        """The JSON schema of a record (json kind): exactly the declared string fields, in order, each
+        non-empty, one of `values[field]` or at most `longest[field]` characters."""
+        values, longest = values or {}, longest or {}
+
+        def string(f: str) -> dict:
+            if f in values:
+                return {"type": "string", "enum": list(values[f])}
+            return {"type": "string", "minLength": 1, **({"maxLength": longest[f]} if f in longest else {})}
+
+        props = {f: string(f) for f in self.fields}
         return {"type": "object", "properties": props, "required": list(self.fields), "additionalProperties": False}
 
     def parse(self, text: str) -> dict[str, str] | Unparsable:
@@ -195,7 +202,9 @@ class RecordFormat:
 
     def _parse_json(self, text: str) -> dict[str, str] | Unparsable:
         try:
-            obj = json.loads(text)
+            # strict=False: a raw control character inside a string (which grammar libraries let through) is
+            # still that character; the record's own JSON line escapes it
+            obj = json.loads(text, strict=False)
         except (ValueError, RecursionError):
             return Unparsable("not one JSON object")
         if not isinstance(obj, dict):

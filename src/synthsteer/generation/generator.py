@@ -31,13 +31,13 @@ def record_id(settings_hash: str, index: int) -> str:
 def record_format(config: GenerateConfig, parts) -> tuple[RecordFormat | None, tuple[str, ...]]:
     """The run's record format (the template of its training examples: --template, or the one the
     prompt or expert was trained on) and its given fields, checked before anything is decoded."""
-    template = parts.spec.template if parts.spec is not None else None
-    if template is None:
+    spec = parts.spec
+    if spec is None or (spec.template is None and spec.fields is None):
         if config.given:
-            raise SynthsteerError("--given needs a record format: pass --template over the data's fields (or use a "
-                                  "prompt or expert trained with one)")
+            raise SynthsteerError("--given needs a record format: pass --template over the data's fields or "
+                                  "--format json --fields (or use a prompt or expert trained with one)")
         return None, ()
-    fmt = RecordFormat.template(template)
+    fmt = RecordFormat.json(spec.fields) if spec.fields else RecordFormat.template(spec.template)
     fmt.check_record_keys()
     fmt.check_given(config.given)
     return fmt, config.given
@@ -103,10 +103,11 @@ def closed_values(fmt: RecordFormat, given: tuple[str, ...], declared: tuple[str
 
 
 def longest_fields(fmt: RecordFormat, records) -> dict[str, int]:
-    """How long (in characters) each field before the last may grow under the grammar: a quarter more
-    than the training data's longest, so that its closing literal comes before --max-new-tokens."""
+    """How long (in characters) each field before the last (a json record's last too: its string must
+    close) may grow under the grammar: a quarter more than the training data's longest, so that its
+    closing literal comes before --max-new-tokens."""
     out = {}
-    for name in fmt.fields[:-1]:
+    for name in fmt.fields if fmt.kind == "json" else fmt.fields[:-1]:
         lengths = [len(str(r.meta[name])) for r in records if name in r.meta]
         if lengths:
             out[name] = max(lengths) * 5 // 4 + 8
@@ -140,7 +141,12 @@ class BlockGenerator:
                 values = closed_values(self.format, self.given, config.field_values, records)
                 longest = longest_fields(self.format, records)
                 vocab = self.lm.model.get_input_embeddings().weight.shape[0]
-                self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids, regex=self.format.regex(values, longest))
+                if self.format.kind == "json":
+                    schema = self.format.json_schema(values, longest)
+                    self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids, json_schema=schema)
+                else:
+                    self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids,
+                                           regex=self.format.regex(values, longest))
                 self.settings.update(constrain={"library": "xgrammar", "version": _version("xgrammar"),
                                                 "values": {k: list(v) for k, v in values.items()},
                                                 "longest": longest})

@@ -73,7 +73,9 @@ def recorded_spec(recorded: dict, where: str) -> DataSpec:
         raise SynthsteerError(f"{where}: its recorded data has no source")
     spec = {k: v for k, v in recorded.items() if k in names}
     for key, value in spec.items():
-        if value is not None and not isinstance(value, int if key == "limit" else str):
+        if key == "fields" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            spec[key] = tuple(value)
+        elif value is not None and not isinstance(value, int if key == "limit" else str):
             raise SynthsteerError(f"{where}: its recorded data.{key} is a {type(value).__name__}")
     if spec.get("split") and is_plain_file(spec["source"]):
         spec["split"] = None
@@ -82,13 +84,13 @@ def recorded_spec(recorded: dict, where: str) -> DataSpec:
 
 def _training_records(config: GenerateConfig, recorded: dict | None) -> tuple[DataSpec, list[Record]]:
     where = f"--prompt {config.prompt}" if config.prompt else f"--expert {config.expert}"
-    if config.data and recorded and config.data == recorded.get("source") and not (config.field or config.template):
+    if config.data and recorded and config.data == recorded.get("source") and not (config.field or config.template
+                                                                                   or config.fields):
         # the examples the prompt/expert was trained on: their text is made the same way, without retyping --field
         base = recorded_spec(recorded, where)
         spec = replace(base, limit=None, split=config.split or base.split, subset=config.subset or base.subset)
     elif config.data:
-        spec = DataSpec(config.data, field=config.field, template=config.template, split=config.split,
-                        subset=config.subset)
+        spec = DataSpec.of(config)
     elif recorded:
         spec = recorded_spec(recorded, where)
     else:
