@@ -17,6 +17,7 @@ loaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -281,7 +282,7 @@ def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, 
         if not isinstance(recorded, dict):
             raise SynthsteerError(f"--resume: {source} does not record this run's settings (torn or edited); pass "
                                   "--overwrite to start afresh")
-        now = asdict(config)
+        now = json.loads(json.dumps(asdict(config)))  # as the file holds it: a tuple is a list there
         for name, value in now.items():
             if name not in RESUMABLE and name in recorded and recorded[name] != value:
                 raise SynthsteerError(f"--resume: {out} was trained with {flag(name)} {recorded[name]}, not {value}; "
