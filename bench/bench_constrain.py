@@ -34,7 +34,7 @@ def libraries(lm, rows: int = 32, steps: int = 48) -> dict:
     """Mask fill per step for `rows` samples walking the GSM8K regex, both libraries."""
     from synthsteer.records import RecordFormat
 
-    regex = RecordFormat.template(TASKS["gsm8k"]["template"]).regex()
+    regex = RecordFormat.template(TASKS["gsm8k"]["template"]).tail_regex()
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     out = {}
     import xgrammar as xgr

@@ -273,3 +273,19 @@ def test_json_records_from_fit_to_generate_parse_and_constrain(lm_dir, tmp_path)
         assert json.loads(r["text"], strict=False) == {"task": r["task"], "code": r["code"]} and r["task"].startswith("task ")
     with pytest.raises(SynthsteerError, match="--format json needs --fields"):
         DataSpec.of(GenerateConfig(method="hard", data=str(data), format="json"))
+
+
+def test_one_grammar_serves_every_given_value_even_one_spanning_lines(lm_dir, tmp_path):
+    """The grammar covers what follows the fed prefix, so a given passage of several lines is fed as it
+    is and the generated question is still held to one line and the answer to the closed set."""
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"passage": f"first line {i}\nsecond line", "q": f"is {i} even",
+                                        "a": ["yes", "no"][i % 2]}) + "\n" for i in range(12)))
+    fmt = RecordFormat.template("Passage: {passage}\nQ: {q}\nA: {a}")
+    assert fmt.tail_regex(1, {"a": ("yes", "no")}, {"q": 20}) == r" [^\n]{1,20}\nA: (yes|no)"
+    out = generate(GenerateConfig(method="hard", data=str(data), template="Passage: {passage}\nQ: {q}\nA: {a}",
+                                  given=("passage",), model=str(lm_dir), n=6, batch_size=3, max_new_tokens=40,
+                                  out=str(tmp_path / "run"), device="cpu"), progress=False)
+    records = read_run(out)
+    assert len(records) == 6 and not read_records(out, "rejects")
+    assert all("\n" in r["passage"] and "\n" not in r["q"] and r["a"] in ("yes", "no") for r in records)

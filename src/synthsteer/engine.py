@@ -30,7 +30,6 @@ class Request:
 
     branches: dict[str, Prefix]
     key: int
-    forced: str = ""  # the text every branch's prefix ends with (the given fields): a grammar starts after it
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Engine(Protocol):
     def run(self, requests: list[Request], step: Step, sampling: SamplingConfig, stop_ids: set[int],
             grammar=None) -> list[Result]:
         """Decode every request; results in request order, independent of how they are batched. With a
-        `grammar` (constrain.Grammar), only tokens it allows after each request's forced text."""
+        `grammar` (constrain.Grammar), each continuation is one the grammar allows."""
 
 
 @dataclass
@@ -76,7 +75,7 @@ class TransformersEngine:
             if set(r.branches) != set(step.branches):
                 raise ValueError(f"request branches {sorted(r.branches)} are not the method's {list(step.branches)}")
         prefixes = [[r.branches[b] for b in step.branches] for r in requests]
-        constraint = grammar.matchers([r.forced for r in requests]) if grammar is not None else None
+        constraint = grammar.matchers(len(requests)) if grammar is not None else None
         decoded = decode_full(self.models, prefixes, [r.key for r in requests], sampling, stop_ids, combine=step.combine,
                               constraint=constraint)
         return [Result(d.tokens, d.finish, d.logprob) for d in decoded]

@@ -142,15 +142,21 @@ class RecordFormat:
         text = "".join(lit + str(given[f]) for lit, f in zip(self.literals[:k], self.fields[:k]))
         return (text + self.literals[k]).rstrip(" ")
 
-    def regex(self, values: dict[str, tuple[str, ...]] | None = None, longest: dict[str, int] | None = None) -> str:
-        """A regex of texts that parse (template kind), each generated field non-empty: a field before a
-        literal holds no character that literal starts with (so it ends where the literal first occurs,
-        as `parse` splits) and at most `longest[field]` characters, so that the literal comes in time;
-        the last field anything; a field of `values` one of them."""
+    def tail_regex(self, given: int = 0, values: dict[str, tuple[str, ...]] | None = None,
+                   longest: dict[str, int] | None = None) -> str:
+        """A regex of what may follow the forced prefix (`forced_prefix` of the first `given` fields) in a
+        record that parses, the same for every record of a run whatever its given values, so one grammar
+        serves them all. Each generated field is non-empty; a template field before a literal holds no
+        character that literal starts with (so it ends where the literal first occurs, as `parse`
+        splits) and a json string no more than `longest[field]` characters, so its end comes in time;
+        a field of `values` is one of them."""
         values, longest = values or {}, longest or {}
-        out = [_escape(self.literals[0])]
-        for i, name in enumerate(self.fields):
-            after = self.literals[i + 1]
+        if self.kind == "json":
+            return self._json_tail(given, values, longest)
+        lit = self.literals[given]
+        out = [_escape(lit[len(lit.rstrip(" ")):])]  # the spaces the forced prefix leaves to the LM
+        for i in range(given, len(self.fields)):
+            name, after = self.fields[i], self.literals[i + 1]
             if name in values:
                 out.append("(" + "|".join(_escape(v) for v in values[name]) + ")")
             elif i + 1 < len(self.fields):
@@ -161,19 +167,18 @@ class RecordFormat:
             out.append(_escape(after) if after.strip() or i + 1 < len(self.fields) else "")
         return "".join(out)
 
-    def json_schema(self, values: dict[str, tuple[str, ...]] | None = None,
-                    longest: dict[str, int] | None = None) -> dict:
-        """The JSON schema of a record (json kind): exactly the declared string fields, in order, each
-        non-empty, one of `values[field]` or at most `longest[field]` characters."""
-        values, longest = values or {}, longest or {}
-
-        def string(f: str) -> dict:
-            if f in values:
-                return {"type": "string", "enum": list(values[f])}
-            return {"type": "string", "minLength": 1, **({"maxLength": longest[f]} if f in longest else {})}
-
-        props = {f: string(f) for f in self.fields}
-        return {"type": "object", "properties": props, "required": list(self.fields), "additionalProperties": False}
+    def _json_tail(self, given: int, values: dict, longest: dict) -> str:
+        # the forced prefix ends inside the first generated field's opening quote
+        char = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
+        out = []
+        for i in range(given, len(self.fields)):
+            name = self.fields[i]
+            if name in values:
+                out.append("(" + "|".join(_escape(json.dumps(v, ensure_ascii=False)[1:-1]) for v in values[name]) + ")")
+            else:
+                out.append(char + (f"{{1,{longest[name]}}}" if name in longest else "+"))
+            out.append(_escape(f'", {json.dumps(self.fields[i + 1])}: "') if i + 1 < len(self.fields) else _escape('"}'))
+        return "".join(out)
 
     def parse(self, text: str) -> dict[str, str] | Unparsable:
         """The fields of `text`, or why it is not a record."""

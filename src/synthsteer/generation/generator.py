@@ -43,13 +43,13 @@ def record_format(config: GenerateConfig, parts) -> tuple[RecordFormat | None, t
     return fmt, config.given
 
 
-def force(request: Request, ids: list[int], text: str) -> Request:
-    """`request` with `ids` (the tokens of `text`) fed after every branch's prefix (STEER's negatives
-    included): the leading literal and the given fields, which the LM continues from rather than writes."""
+def force(request: Request, ids: list[int]) -> Request:
+    """`request` with `ids` fed after every branch's prefix (STEER's negatives included): the leading
+    literal and the given fields, which the LM continues from rather than writes."""
     if not ids:
         return request
     return Request({name: replace(p, ids=[*(p.ids or []), *ids]) for name, p in request.branches.items()},
-                   request.key, text)
+                   request.key)
 
 
 def constrained(mode: str) -> bool:
@@ -141,12 +141,8 @@ class BlockGenerator:
                 values = closed_values(self.format, self.given, config.field_values, records)
                 longest = longest_fields(self.format, records)
                 vocab = self.lm.model.get_input_embeddings().weight.shape[0]
-                if self.format.kind == "json":
-                    schema = self.format.json_schema(values, longest)
-                    self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids, json_schema=schema)
-                else:
-                    self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids,
-                                           regex=self.format.regex(values, longest))
+                self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids,
+                                       self.format.tail_regex(len(self.given), values, longest))
                 self.settings.update(constrain={"library": "xgrammar", "version": _version("xgrammar"),
                                                 "values": {k: list(v) for k, v in values.items()},
                                                 "longest": longest})
@@ -188,7 +184,7 @@ class BlockGenerator:
         planned = self.method.plan(indices, keys)
         given = [self._given(i, p) for i, p in zip(indices, planned)] if self.format else [None] * len(indices)
         forced = [self.format.forced_prefix(g) if self.format else "" for g in given]
-        requests = [force(p.request, self._ids(text), text) for p, text in zip(planned, forced)]
+        requests = [force(p.request, self._ids(text)) for p, text in zip(planned, forced)]
         self._check_fits(requests)  # a few-shot draw of a later record may be longer than record 0's
         results = self.engine.run(requests, self.method.step(), config.sampling, self.stop_ids, grammar=self.grammar)
         texts = self.lm.tokenizer.batch_decode([r.tokens for r in results], skip_special_tokens=True)
