@@ -4,6 +4,7 @@ Imports point one way, top to bottom:
     registry      the declared methods (`MethodSpec`s, torch-free), `--method`'s choices
     config        GenerateConfig: the shared option groups + every group a declared method reads
     loader        the parts a method is built from (LM, expert, soft prompt, examples), loaded once
+    fields        records of several fields: their format, given fields, closed sets, grammar bounds
     generator     BlockGenerator: one process's method + engine; record indices in, records out
     run           blocks of records handed to the workers (this process, or Ray's) and written
     ray_workers   the Ray workers (`--ray`)
