@@ -289,3 +289,21 @@ def test_one_grammar_serves_every_given_value_even_one_spanning_lines(lm_dir, tm
     records = read_run(out)
     assert len(records) == 6 and not read_records(out, "rejects")
     assert all("\n" in r["passage"] and "\n" not in r["q"] and r["a"] in ("yes", "no") for r in records)
+
+
+def test_given_values_are_drawn_per_record_for_any_method_plain_included(lm_dir, tmp_path, labelled):
+    kw = dict(method="plain", template=TEMPLATE, model=str(lm_dir), n=40, batch_size=8, max_new_tokens=6, device="cpu",
+              given_values=("label=toxic:3,calm:1",))
+    out = generate(GenerateConfig(**kw, out=str(tmp_path / "plain")), progress=False)
+    records = read_run(out) + read_records(out, "rejects")
+    labels = [r["text"][len("Label: "):].split("\n")[0] for r in sorted(records, key=lambda r: r["index"])]
+    assert set(labels) == {"toxic", "calm"} and 20 < labels.count("toxic") < 40  # about three in four
+    again = generate(GenerateConfig(**{**kw, "batch_size": 5}, out=str(tmp_path / "again")), progress=False)
+    assert [r["text"] for r in read_run(again)] == [r["text"] for r in read_run(out)]
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings["given"] == ["label"] and settings["given_values"] == {"label": [["toxic", "calm"], [0.75, 0.25]]}
+    with pytest.raises(SynthsteerError, match="--given-values label: 'toxic:x': the weight after ':' is not a number"):
+        generate(GenerateConfig(**{**kw, "given_values": ("label=toxic:x",)}, out=str(tmp_path / "bad")), progress=False)
+    with pytest.raises(SynthsteerError, match="has no training examples to take the values from"):
+        generate(GenerateConfig(**{**kw, "given_values": ()}, given=("label",), out=str(tmp_path / "none")),
+                 progress=False)

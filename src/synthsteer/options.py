@@ -174,6 +174,10 @@ class FormatOptions(Options):
     given: tuple[str, ...] = option((), "Fields the LM is fed rather than writes (the first fields of --template), "
                                         "taken from the training example that seeds the record (repeat or "
                                         "comma-separate), e.g. --given passage or --given label_name.")
+    given_values: tuple[str, ...] = option((), "Draw a given field's value per record instead of taking the seeding "
+                                               "example's: FIELD=VALUE:WEIGHT,VALUE:WEIGHT (weights optional), e.g. "
+                                               "--given-values label_name=toxic:0.5,non-toxic:0.5; the field becomes "
+                                               "given. Any method, plain included.")
     constrain: str = option("auto", "Mask tokens that would make a record unparsable (xgrammar): on, off, or auto (on "
                                     "when a record format is declared and xgrammar is installed).",
                             choices=("auto", "on", "off"))

@@ -31,6 +31,7 @@ class Stream(IntEnum):
     SHOTS = 3
     TRAINING = 4
     ORDER = 5
+    GIVEN = 6
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:

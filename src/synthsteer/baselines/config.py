@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from ..errors import SynthsteerError
 from ..method import MethodSpec
-from ..options import DataOptions, SeedOptions
+from ..options import DataOptions, SeedOptions, TextOptions
 from ..prompts import HardPromptOptions
 
 
 @dataclass(frozen=True)
-class PlainView(SeedOptions):
-    """What `--method plain` reads: nothing of its own."""
+class PlainView(TextOptions, SeedOptions):
+    """What `--method plain` reads: nothing of its own; a record format (--template, --format json) when
+    its records have several fields (drawn --given-values, no training examples)."""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,13 @@ contains never depends on where it was decoded."""
 
 from __future__ import annotations
 
+import bisect
 import importlib.metadata
+import itertools
 from dataclasses import asdict
 from typing import TYPE_CHECKING
+
+import torch
 
 from ..constrain import Grammar
 from ..data import records_digest
@@ -14,10 +18,10 @@ from ..engine import ENGINES, Engine, Request
 from ..errors import SynthsteerError
 from ..lm import check_fits_context
 from ..prompts import stop_token_ids
-from ..randomness import sample_key, shuffled_cycle
+from ..randomness import Stream, generator, sample_key, shuffled_cycle
 from ..records import Unparsable, reject_reason
 from ..runs import settings_hash
-from .fields import closed_values, constrained, force, longest_fields, record_format
+from .fields import closed_values, constrained, drawn_values, force, longest_fields, record_format
 from .loader import build_method
 
 if TYPE_CHECKING:
@@ -42,9 +46,12 @@ class BlockGenerator:
                          "lm": self.lm.fingerprint(), "sampling": asdict(config.sampling),
                          "label_field": config.label_field, "seed": config.seed, **self.method.settings()}
         self.format, self.given = record_format(config, self.method.parts)
-        self.grammar = None
+        self.grammar, self.drawn = None, {}
         if self.format is not None:  # only then: runs without a record format keep their settings hash
             self.settings.update(format=self.format.as_dict(), given=list(self.given))
+            self.drawn = drawn_values(config.given_values)
+            if self.drawn:
+                self.settings["given_values"] = {k: [list(v), list(w)] for k, (v, w) in self.drawn.items()}
             if constrained(config.constrain):
                 records = self.method.parts.records
                 values = closed_values(self.format, self.given, config.field_values, records)
@@ -59,11 +66,13 @@ class BlockGenerator:
         # not settings (runs written before them keep their hash), but a rerun must share them
         records = self.method.parts.records
         self.guards = {"data_sha256": records_digest(records)} if records else {}
-        if self.given:
+        from_examples = [f for f in self.given if f not in self.drawn]
+        if from_examples:
             if not records:
-                raise SynthsteerError(f"--given {','.join(self.given)}: --method {config.method} has no training "
-                                      "examples to take the values from; pass --data")
-            missing = [f for f in self.given if f not in records[0].meta]
+                raise SynthsteerError(f"--given {','.join(from_examples)}: --method {config.method} has no training "
+                                      "examples to take the values from; pass --data, or draw them with "
+                                      "--given-values")
+            missing = [f for f in from_examples if f not in records[0].meta]
             if missing:
                 raise SynthsteerError(f"--given {missing[0]}: not a field of the training examples")
             self.order = shuffled_cycle(config.seed, len(records))
@@ -115,11 +124,19 @@ class BlockGenerator:
         take."""
         if not self.given:
             return {}
-        source = planned.source
-        if source is None:
-            records = self.method.parts.records
-            source = records[self.order[index % len(records)]]
-        return {name: str(source.meta[name]) for name in self.given}
+        out = {}
+        for name in self.given:
+            if name in self.drawn:
+                values, weights = self.drawn[name]
+                u = float(torch.rand(1, generator=generator(self.config.seed, Stream.GIVEN, index)))
+                out[name] = values[min(bisect.bisect(list(itertools.accumulate(weights)), u), len(values) - 1)]
+                continue
+            source = planned.source
+            if source is None:
+                records = self.method.parts.records
+                source = records[self.order[index % len(records)]]
+            out[name] = str(source.meta[name])
+        return out
 
     def _ids(self, text: str) -> list[int]:
         return self.lm.tokenizer.encode(text, add_special_tokens=False) if text else []
