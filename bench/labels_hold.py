@@ -37,7 +37,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from synthsteer import EvalConfig, FitConfig, GenerateConfig, evaluate, fit_soft_prompt, generate, load_lm
+    from synthsteer import (EvalConfig, FitConfig, GenerateConfig, evaluate, fit_soft_prompt, generate, load_lm,
+                            read_run)
     from synthsteer.data import load_records
 
     out = Path(args.out)
@@ -80,8 +81,7 @@ def main() -> None:
     comments = {}
     for name, run in sets.items():
         path = out / f"{name.replace(' ', '')}-comments.jsonl"
-        records = [json.loads(line) for shard in sorted(Path(run).glob("records-*.jsonl"))
-                   for line in shard.read_text().splitlines()]
+        records = read_run(run)
         path.write_text("".join(json.dumps({"comment_text": r.get("comment_text", r["text"]), "label_name": r["label_name"]})
                                 + "\n" for r in records))
         comments[name] = (path, len(records))

@@ -307,3 +307,22 @@ def test_given_values_are_drawn_per_record_for_any_method_plain_included(lm_dir,
     with pytest.raises(SynthsteerError, match="has no training examples to take the values from"):
         generate(GenerateConfig(**{**kw, "given_values": ()}, given=("label",), out=str(tmp_path / "none")),
                  progress=False)
+
+
+def test_rename_lets_a_field_named_like_a_record_key_be_a_record_field(lm_dir, tmp_path):
+    """MBPP's task is in a field named `text`, which a record keeps for the whole record: --rename."""
+    from synthsteer.data import DataSpec, load_records
+
+    options = GenerateConfig(method="hard", data="builtin:mbpp/train", template="Task: {task}\nCode: {code}",
+                             rename=("text=task",))
+    spec = DataSpec.of(options)
+    records = load_records(spec)
+    assert records[0].text.startswith("Task: ") and "\nCode: " in records[0].text
+    assert [r.id for r in records] == [r.id for r in load_records("builtin:mbpp/train", field="text")]
+    assert spec.as_dict()["rename"] == [["text", "task"]]
+    with pytest.raises(SynthsteerError, match="--rename text: expected OLD=NEW"):
+        DataSpec.of(GenerateConfig(method="hard", data="builtin:mbpp", rename=("text",)))
+    out = generate(GenerateConfig(**{**options.__dict__, "out": str(tmp_path / "run"), "model": str(lm_dir), "n": 3,
+                                     "batch_size": 3, "max_new_tokens": 8, "device": "cpu", "given": ("task",)}),
+                   progress=False)
+    assert all(r["text"].startswith(f"Task: {r['task']}\nCode:") for r in read_run(out))

@@ -22,7 +22,6 @@ import lzma
 import math
 import re
 import stat
-import string
 import sys
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 from .errors import SynthsteerError, first_line
 from .options import refuse_undecodable
+from .records import template_fields
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -82,6 +82,7 @@ class DataSpec:
     limit: int | None = None
     subset: str | None = None  # a hub dataset's configuration (`glue` + `sst2`)
     fields: tuple[str, ...] | None = None  # a json record's fields (--format json --fields): text is the object
+    rename: tuple[tuple[str, str], ...] | None = None  # row fields renamed (old, new) before anything reads them
 
     def __post_init__(self):
         if self.fields is not None:
@@ -113,19 +114,25 @@ class DataSpec:
             raise SynthsteerError("--fields goes with --format json")
         if options.format == "json" and not options.fields:
             raise SynthsteerError("--format json needs --fields (the record's fields, in order)")
+        rename = None
+        if options.rename:
+            pairs = [item.split("=", 1) for item in options.rename]
+            if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+                raise SynthsteerError(f"--rename {' '.join(options.rename)}: expected OLD=NEW")
+            rename = tuple((old.strip(), new.strip()) for old, new in pairs)
         if source is not None:
-            return cls(source, field=options.field, template=options.template, fields=fields)
+            return cls(source, field=options.field, template=options.template, fields=fields, rename=rename)
         return cls(options.data, field=options.field, template=options.template, split=options.split, limit=limit,
-                   subset=options.subset, fields=fields)
+                   subset=options.subset, fields=fields, rename=rename)
 
     def as_dict(self) -> dict:
         """What artifacts record; `subset` only when set, so records made before it existed keep their settings."""
         d = asdict(self)
-        for key in ("subset", "fields"):  # only when set: artifacts made before them keep their settings
+        for key in ("subset", "fields", "rename"):  # only when set: artifacts made before them keep their settings
             if d[key] is None:
                 del d[key]
-            elif key == "fields":
-                d[key] = list(d[key])
+            elif key != "subset":
+                d[key] = [list(x) if isinstance(x, tuple) else x for x in d[key]]
         return d
 
     def text_field(self) -> str | None:
@@ -539,32 +546,6 @@ def load_rows(source: str, split: str | None = None, *, subset: str | None = Non
 # ---------------------------------------------------------------- rows to records
 
 
-def template_fields(template: str) -> list[str]:
-    """The row fields a template reads. Only plain named fields are allowed: `str.format` would
-    otherwise evaluate attribute and index lookups (`{question.__class__}`) and nested fields."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise SynthsteerError(f"--template {template!r}: not a valid template ({e})") from None
-    names = []
-    for _, name, spec, _ in parts:
-        if name is None:
-            continue
-        if name == "" or name.isdigit():
-            raise SynthsteerError(f"--template {template!r}: use named fields like {{question}}, not positional ones")
-        if not name.isidentifier():
-            raise SynthsteerError(f"--template {template!r}: {{{name}}} is not a plain field name (no attributes or "
-                                  "indexes)")
-        if spec and "{" in spec:
-            raise SynthsteerError(f"--template {template!r}: nested fields in a format spec are not allowed")
-        if spec and re.search("[0-9]{5,}", spec):  # {question:>999999999} would pad every record to a gigabyte
-            raise SynthsteerError(f"--template {template!r}: {{{name}:{spec}}} asks for a width or precision over 9999")
-        names.append(name)
-    if not names:
-        raise SynthsteerError(f"--template {template!r}: names no field (use {{field}})")
-    return names
-
-
 def _row_id(row: dict, id_field: str) -> str | None:
     value = row.get(id_field)
     return None if value is None or value == "" else str(value)
@@ -593,7 +574,9 @@ def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list
         text_field = infer_text_field(rows, spec.source)
     needed = list(spec.fields) if spec.fields else template_fields(spec.template) if spec.template else [text_field]
     records, seen = [], {}
-    for i, row in enumerate(rows):
+    names = dict(spec.rename or ())
+    for i, original in enumerate(rows):
+        row = {names.get(k, k): v for k, v in original.items()} if names else original
         missing = [f for f in needed if f not in row]
         if missing:
             raise SynthsteerError(f"{spec.source}: record {i + 1} has no field {missing[0]!r}; "
@@ -614,9 +597,9 @@ def make_records(rows: list[dict], spec: DataSpec, id_field: str = "id") -> list
                 raise SynthsteerError(f"{spec.source}: record {i + 1}: field {text_field!r} is {kind}, not text")
         if not text.strip():
             raise SynthsteerError(f"{spec.source}: record {i + 1}: the text is empty")
-        rid = _row_id(row, id_field)
+        rid = _row_id(original, id_field)
         if rid is None:
-            rid = content_id(row)
+            rid = content_id(original)  # ids do not change with --rename
             if rid in seen:  # identical rows: keep both, with distinct but stable ids
                 seen[rid] += 1
                 rid = f"{rid}-{seen[rid]}"

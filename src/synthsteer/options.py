@@ -92,6 +92,23 @@ def validate(config) -> None:
             raise SynthsteerError(f"{name} {rule}, got {v}")
 
 
+def check_record_format(config) -> None:
+    """A --template is a record format that later commands parse back: refused now, in one line, when it
+    could not be (records.py); so are --fields without --format json and the reverse."""
+    from .records import RecordFormat
+
+    if config.template is not None:
+        RecordFormat.template(config.template)
+    if config.format == "json":
+        if config.field or config.template:
+            raise SynthsteerError("--format json takes --fields, not --field or --template")
+        if not config.fields:
+            raise SynthsteerError("--format json needs --fields (the record's fields, in order)")
+        RecordFormat.json(config.fields)
+    elif config.fields:
+        raise SynthsteerError("--fields goes with --format json")
+
+
 def require(config, name: str, what: str) -> None:
     """Refuse a missing setting that has no honest default, saying what to pass."""
     if getattr(config, name) is None:
@@ -136,6 +153,8 @@ class TextOptions(Options):
     format: str = option("text", "text: an example is --field or --template; json: one JSON object of --fields (a "
                                  "record whose fields may span lines).", choices=("text", "json"))
     fields: tuple[str, ...] = option((), "With --format json: the record's fields, in order (repeat or comma-separate).")
+    rename: tuple[str, ...] = option((), "Rename row fields before anything reads them, OLD=NEW (repeat), e.g. --rename "
+                                         "text=task for MBPP, whose task is in a field named like a record's own text.")
 
 
 @dataclass(frozen=True)
@@ -251,6 +270,7 @@ class TrainConfig(LMOptions, DataOptions, LogOptions):
         require(self, "data", "a .jsonl/.json/.csv/.parquet file, a datasets directory, a hub dataset or "
                               "builtin:NAME (`synthsteer datasets` lists them)")
         require(self, "model", "a hub id or local path, a .gguf file, smollm2, or tiny (the bundled test LM)")
+        check_record_format(self)
 
     @property
     def warmup_steps(self) -> int:

@@ -18,10 +18,37 @@ at the start of the next word's token.
 from __future__ import annotations
 
 import json
+import re
 import string
 from dataclasses import dataclass
 
 from .errors import SynthsteerError
+
+def template_fields(template: str) -> list[str]:
+    """The row fields a template reads. Only plain named fields are allowed: `str.format` would
+    otherwise evaluate attribute and index lookups (`{question.__class__}`) and nested fields."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise SynthsteerError(f"--template {template!r}: not a valid template ({e})") from None
+    names = []
+    for _, name, spec, _ in parts:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise SynthsteerError(f"--template {template!r}: use named fields like {{question}}, not positional ones")
+        if not name.isidentifier():
+            raise SynthsteerError(f"--template {template!r}: {{{name}}} is not a plain field name (no attributes or "
+                                  "indexes)")
+        if spec and "{" in spec:
+            raise SynthsteerError(f"--template {template!r}: nested fields in a format spec are not allowed")
+        if spec and re.search("[0-9]{5,}", spec):  # {question:>999999999} would pad every record to a gigabyte
+            raise SynthsteerError(f"--template {template!r}: {{{name}:{spec}}} asks for a width or precision over 9999")
+        names.append(name)
+    if not names:
+        raise SynthsteerError(f"--template {template!r}: names no field (use {{field}})")
+    return names
+
 
 KINDS = ("template", "json")
 # a run's record keeps its fields as top-level keys beside these
@@ -47,6 +74,8 @@ class RecordFormat:
     @classmethod
     def template(cls, template: str, where: str = "--template") -> RecordFormat:
         """The format of `template`, refused in one line when it cannot be parsed back."""
+        if where == "--template":
+            template_fields(template)  # the safety checks every template gets, with their own words
         try:
             parts = list(string.Formatter().parse(template))
         except ValueError as e:

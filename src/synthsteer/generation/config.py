@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from ..errors import SynthsteerError
 from ..logs import log
 from ..options import (EngineOptions, FormatOptions, LMOptions, LogOptions, RunOptions, SamplingConfig, WorkerOptions,
-                       flag, option)
+                       check_record_format, flag, option)
 from .registry import METHODS, method_groups
 
 
@@ -39,6 +39,7 @@ class GenerateConfig(RunOptions, LogOptions, EngineOptions, WorkerOptions, LMOpt
             object.__setattr__(self, "engine", "transformers")
             object.__setattr__(self, "ray", True)
         super().__post_init__()
+        check_record_format(self)
         if not self.ray:
             for name in ("ray_address", "workers", "gpus_per_worker"):
                 if getattr(self, name) is not None:

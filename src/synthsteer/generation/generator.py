@@ -48,20 +48,7 @@ class BlockGenerator:
         self.format, self.given = record_format(config, self.method.parts)
         self.grammar, self.drawn = None, {}
         if self.format is not None:  # only then: runs without a record format keep their settings hash
-            self.settings.update(format=self.format.as_dict(), given=list(self.given))
-            self.drawn = drawn_values(config.given_values)
-            if self.drawn:
-                self.settings["given_values"] = {k: [list(v), list(w)] for k, (v, w) in self.drawn.items()}
-            if constrained(config.constrain):
-                records = self.method.parts.records
-                values = closed_values(self.format, self.given, config.field_values, records)
-                longest = longest_fields(self.format, records)
-                vocab = self.lm.model.get_input_embeddings().weight.shape[0]
-                self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids,
-                                       self.format.tail_regex(len(self.given), values, longest))
-                self.settings.update(constrain={"library": "xgrammar", "version": importlib.metadata.version("xgrammar"),
-                                                "values": {k: list(v) for k, v in values.items()},
-                                                "longest": longest})
+            self._record_settings(config)
         self.hash = settings_hash(self.settings)
         # not settings (runs written before them keep their hash), but a rerun must share them
         records = self.method.parts.records
@@ -77,6 +64,24 @@ class BlockGenerator:
                 raise SynthsteerError(f"--given {missing[0]}: not a field of the training examples")
             self.order = shuffled_cycle(config.seed, len(records))
         self._check_context()
+
+    def _record_settings(self, config: GenerateConfig) -> None:
+        """The record format's part of the settings: the format, the given fields, the drawn values and
+        (constrained) the grammar's closed sets and bounds, which the grammar is compiled from here."""
+        self.settings.update(format=self.format.as_dict(), given=list(self.given))
+        self.drawn = drawn_values(config.given_values)
+        if self.drawn:
+            self.settings["given_values"] = {k: [list(v), list(w)] for k, (v, w) in self.drawn.items()}
+        if not constrained(config.constrain):
+            return
+        records = self.method.parts.records
+        values = closed_values(self.format, self.given, config.field_values, records)
+        longest = longest_fields(self.format, records)
+        vocab = self.lm.model.get_input_embeddings().weight.shape[0]
+        self.grammar = Grammar(self.lm.tokenizer, vocab, self.stop_ids,
+                               self.format.tail_regex(len(self.given), values, longest))
+        self.settings.update(constrain={"library": "xgrammar", "version": importlib.metadata.version("xgrammar"),
+                                        "values": {k: list(v) for k, v in values.items()}, "longest": longest})
 
     def _check_context(self) -> None:
         """Refuse what cannot fit the LM's context before the run directory is touched: --max-new-tokens
@@ -119,9 +124,9 @@ class BlockGenerator:
         return records, sum(len(r.tokens) for r in results)
 
     def _given(self, index: int, planned) -> dict:
-        """The given fields' values: the seeding example's, or (no example seeds the record) those of
-        example order[index mod n] of the training examples, in the same seeded cycle SoftSRV's contexts
-        take."""
+        """The given fields' values: drawn from (seed, index) for a field of --given-values, else the
+        seeding example's, or (no example seeds the record) those of example order[index mod n] of the
+        training examples, in the same seeded cycle SoftSRV's contexts take."""
         if not self.given:
             return {}
         out = {}
@@ -150,5 +155,4 @@ class BlockGenerator:
         if isinstance(parsed, Unparsable):
             return {**record, "reject": reject_reason(parsed, finish)}
         record["provenance"]["given"] = list(given)
-        fields = {k: v for k, v in parsed.items()}
-        return {**{k: v for k, v in record.items() if k != "provenance"}, **fields, "provenance": record["provenance"]}
+        return {**{k: v for k, v in record.items() if k != "provenance"}, **parsed, "provenance": record["provenance"]}

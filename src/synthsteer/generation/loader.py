@@ -75,6 +75,9 @@ def recorded_spec(recorded: dict, where: str) -> DataSpec:
     for key, value in spec.items():
         if key == "fields" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             spec[key] = tuple(value)
+        elif key == "rename" and isinstance(value, list) and all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v) for v in value):
+            spec[key] = tuple(tuple(v) for v in value)
         elif value is not None and not isinstance(value, int if key == "limit" else str):
             raise SynthsteerError(f"{where}: its recorded data.{key} is a {type(value).__name__}")
     if spec.get("split") and is_plain_file(spec["source"]):
@@ -85,7 +88,7 @@ def recorded_spec(recorded: dict, where: str) -> DataSpec:
 def _training_records(config: GenerateConfig, recorded: dict | None) -> tuple[DataSpec, list[Record]]:
     where = f"--prompt {config.prompt}" if config.prompt else f"--expert {config.expert}"
     if config.data and recorded and config.data == recorded.get("source") and not (config.field or config.template
-                                                                                   or config.fields):
+                                                                                   or config.fields or config.rename):
         # the examples the prompt/expert was trained on: their text is made the same way, without retyping --field
         base = recorded_spec(recorded, where)
         spec = replace(base, limit=None, split=config.split or base.split, subset=config.subset or base.subset)
