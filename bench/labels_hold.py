@@ -4,7 +4,9 @@
                  whose context seeded it (--label-field label_name), as before records existed
     (b) given    a soft prompt fit on whole records "Label: ...\\nComment: ..."; the label is fed
                  (--given label_name) and the LM writes the comment after it
-    (c) given + STEER   (b) through SoftSRV + STEER (contrastive guidance and negatives)
+    (c) given + STEER   (b) through SoftSRV + STEER (contrastive guidance and negatives; top-k 10, the
+                 decoding bench/study.py gives STEER: without it the score's boost of tokens the negative
+                 branch finds unlikely samples from the vocabulary's tail)
 beside real comments (a sample of the training split the classifier never saw).
 
 Every step resumes (rerun the same command); the numbers land in OUT/labels.json and the eval report.
@@ -30,7 +32,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--limit", type=int, default=2000, help="training comments used")
+    # all of them: the split lists every non-toxic comment first, so its first rows would seed one label only
+    ap.add_argument("--limit", type=int, default=None, help="training comments used (default: all)")
     ap.add_argument("--new", type=int, default=64, help="max new tokens")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/labels")
@@ -69,7 +72,7 @@ def main() -> None:
             **gen, method="softsrv", prompt=str(record_prompt), given=("label_name",), out=str(out / "given")),
             progress=False, lm=lm)),
         "given + steer": timed("generate given + steer", lambda: generate(GenerateConfig(
-            **gen, method="steer", prompt=str(record_prompt), given=("label_name",), negatives=4,
+            **gen, method="steer", prompt=str(record_prompt), given=("label_name",), negatives=4, top_k=10,
             out=str(out / "given-steer")), progress=False, lm=lm)),
     }
     # real comments the classifier never saw (it trains on the held-out split), rows as the records hold them
