@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from .errors import SynthsteerError
 
+
 def template_fields(template: str) -> list[str]:
     """The row fields a template reads. Only plain named fields are allowed: `str.format` would
     otherwise evaluate attribute and index lookups (`{question.__class__}`) and nested fields."""
@@ -74,8 +75,7 @@ class RecordFormat:
     @classmethod
     def template(cls, template: str, where: str = "--template") -> RecordFormat:
         """The format of `template`, refused in one line when it cannot be parsed back."""
-        if where == "--template":
-            template_fields(template)  # the safety checks every template gets, with their own words
+        template_fields(template)  # the safety checks every template gets, with their own words
         try:
             parts = list(string.Formatter().parse(template))
         except ValueError as e:
@@ -109,7 +109,7 @@ class RecordFormat:
         if not fields:
             raise SynthsteerError(f"{where}: name at least one field")
         for name in fields:
-            if not name or name != name.strip():
+            if not isinstance(name, str) or not name or name != name.strip():
                 raise SynthsteerError(f"{where}: {name!r} is not a field name")
         if len(set(fields)) < len(fields):
             raise SynthsteerError(f"{where}: a field is named twice")
