@@ -60,7 +60,8 @@ def test_every_method_is_declared_once_and_everything_else_derives_from_it():
         # the view holds exactly the groups' fields, each one of GenerateConfig's
         view = spec.view_of(GenerateConfig(method=name))
         assert {f.name for f in fields(view)} <= {f.name for f in fields(GenerateConfig)}
-    assert {f.name for f in fields(METHODS["plain"].view)} == {"batch_size", "seed", "field", "template", "format", "fields"}
+    assert {f.name for f in fields(METHODS["plain"].view)} == {"batch_size", "seed", "field", "template", "format", "fields",
+                                                                "rename"}
     assert ignored_settings(GenerateConfig(method="softsrv", shots=3)) == ["--shots"]
     with pytest.raises(SynthsteerError, match="--method nope: use one of hard, plain, softsrv, steer"):
         method_spec("nope")
