@@ -4,6 +4,7 @@ and what the grammar costs in tokens/s (same LM, same settings, same seeds; one 
     gsm8k  "Question: {question}\\nAnswer: {answer}"                  few-shot hard prompt (2 shots)
     boolq  "Passage: {passage}\\nQuestion: {question}\\nAnswer: {label}"  --given passage: a question and
            its yes/no answer about a real passage (the answer's closed set inferred from the data)
+    mbpp   "Task: {task}\\nCode:\\n{code}" (--rename text=task)          few-shot hard prompt (2 shots)
 
 Also the two grammar libraries side by side on the lockstep decoder's own loop (mask fill for 32
 rows per step over the LM's vocabulary): xgrammar, which synthsteer uses, and outlines-core.
@@ -24,6 +25,8 @@ import torch
 TASKS = {
     "gsm8k": dict(method="hard", data="builtin:gsm8k/train", template="Question: {question}\nAnswer: {answer}", shots=2,
                   max_new_tokens=160),
+    "mbpp": dict(method="hard", data="builtin:mbpp/train", template="Task: {task}\nCode:\n{code}", rename=("text=task",),
+                 shots=2, max_new_tokens=160),
     "boolq": dict(method="hard", data="builtin:boolq/train",
                   template="Passage: {passage}\nQuestion: {question}\nAnswer: {label}", given=("passage",),
                   max_new_tokens=48),

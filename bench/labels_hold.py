@@ -4,6 +4,7 @@
                  whose context seeded it (--label-field label_name), as before records existed
     (b) given    a soft prompt fit on whole records "Label: ...\\nComment: ..."; the label is fed
                  (--given label_name) and the LM writes the comment after it
+    (b') given, 3-shot   (b)'s records from a 3-shot hard prompt of whole records instead of a soft prompt
     (c) given + STEER   (b) through SoftSRV + STEER (contrastive guidance and negatives; top-k 10, the
                  decoding bench/study.py gives STEER: without it the score's boost of tokens the negative
                  branch finds unlikely samples from the vocabulary's tail)
@@ -71,6 +72,9 @@ def main() -> None:
         "given": timed("generate given", lambda: generate(GenerateConfig(
             **gen, method="softsrv", prompt=str(record_prompt), given=("label_name",), out=str(out / "given")),
             progress=False, lm=lm)),
+        "given, 3-shot": timed("generate given, 3-shot", lambda: generate(GenerateConfig(
+            **gen, method="hard", data="builtin:jigsaw/train", template=TEMPLATE, shots=3, given=("label_name",),
+            out=str(out / "given-3shot")), progress=False, lm=lm)),
         "given + steer": timed("generate given + steer", lambda: generate(GenerateConfig(
             **gen, method="steer", prompt=str(record_prompt), given=("label_name",), negatives=4, top_k=10,
             out=str(out / "given-steer")), progress=False, lm=lm)),
