@@ -2,7 +2,7 @@
 
 A method is "which named branches each sample decodes, and how their log-probs combine". It
 declares itself once, beside its options, as a `MethodSpec` (name, help, the option groups it reads
-as its typed `view`, the data it needs, the class that implements it); `generate/registry.py` lists
+as its typed `view`, the data it needs, the class that implements it); `generation/registry.py` lists
 the declarations, and everything else (`--method` choices, the flags a method ignores, the loader)
 is derived from them. The class is imported only when a run builds it, so `--help` never loads torch.
 
