@@ -90,7 +90,7 @@ class Expert:
 
 @dataclass
 class Parts:
-    """Everything a method is built from, loaded once (`generate/loader.py`)."""
+    """Everything a method is built from, loaded once (`generation/loader.py`)."""
 
     lm: LM
     expert: Expert | None = None
