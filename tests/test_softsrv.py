@@ -210,3 +210,24 @@ def test_val_fraction_holds_out_records_and_logs_their_loss(lm_dir, small_jsonl,
     assert meta["final_val_loss"] > meta["final_loss"]  # 9 training questions: it overfits, and the log shows it
     with pytest.raises(SynthsteerError, match="--val-fraction 0.99: leaves no training records"):
         fit_soft_prompt(_fit_config(lm_dir, small_jsonl, tmp_path / "q", steps=2, val_fraction=0.99), progress=False)
+
+
+def test_target_loss_counts_the_target_tokens_only(lm_dir):
+    """A student's loss, checked by hand: each pair alone through the LM, the log-probs of its target
+    tokens summed; the batched, padded loss is the same, and the input tokens never count."""
+    import torch
+    from synthsteer.lm import load_lm
+    from synthsteer.training import target_loss
+
+    lm = load_lm(str(lm_dir), device="cpu")
+    pairs = [([1, 5, 9, 13], [7, 8, 2]), ([1, 4], [6, 6, 6, 2]), ([1, 3, 3, 3, 3, 3], [9, 2])]
+    expected = 0.0
+    with torch.no_grad():
+        for x, y in pairs:
+            lp = torch.log_softmax(lm.model(input_ids=torch.tensor([x + y])).logits[0].float(), -1)
+            expected -= sum(lp[len(x) - 1 + j, tok].item() for j, tok in enumerate(y))
+        nll, n = target_loss(lm, pairs)
+        assert n == 9 and nll.item() == pytest.approx(expected, rel=1e-4)
+        changed = [([1, 5, 9, 14], [7, 8, 2]), *pairs[1:]]  # another input token changes the loss, not the count
+        other, m = target_loss(lm, changed)
+        assert m == 9 and other.item() != pytest.approx(nll.item(), rel=1e-6)

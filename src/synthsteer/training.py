@@ -149,6 +149,32 @@ def example_loss(lm, prefix: torch.Tensor | None, examples: list[list[int]]) -> 
     return nll, int(targets.sum())
 
 
+def target_loss(lm, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, int]:
+    """Summed NLL of each pair's target tokens given its input tokens (input + target right-padded
+    into one batch), and the number of target tokens: the loss of a student fine-tuned on (input,
+    target) records, where the input is read and only the target is learned."""
+    from .lm import keeps_logits
+
+    dev = lm.device
+    width = max(len(x) + len(y) for x, y in pairs)
+    ids = torch.full((len(pairs), width), lm.tokenizer.pad_token_id or 0, dtype=torch.long, device=dev)
+    attn = torch.zeros_like(ids)
+    learn = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is a target token
+    for i, (x, y) in enumerate(pairs):
+        if not x or not y:
+            raise ValueError("target_loss: every pair needs input tokens (a start token at least) and target tokens")
+        ids[i, : len(x) + len(y)] = torch.tensor(x + y, device=dev)
+        attn[i, : len(x) + len(y)] = 1
+        learn[i, len(x): len(x) + len(y)] = True
+    first = min(len(x) for x, _ in pairs)  # positions before it predict no target token: skip their head
+    keep = {"logits_to_keep": width - first + 1} if keeps_logits(lm.model) else {}
+    logits = lm.model(input_ids=ids, attention_mask=attn, **keep).logits
+    pred = logits[:, -(width - first + 1): -1]  # position p predicts token p + 1
+    gold, chosen = ids[:, first:], learn[:, first:]
+    nll = F.cross_entropy(pred[chosen].float(), gold[chosen], reduction="sum")
+    return nll, int(chosen.sum())
+
+
 # ---------------------------------------------------------------- data parallelism
 
 
