@@ -14,14 +14,21 @@ from __future__ import annotations
 import torch
 
 from .errors import SynthsteerError
+from .logs import log
 
 INSTALL = "pip install 'synthsteer[constrain]' (xgrammar)"
 
 
-def available() -> bool:
+def enabled(mode: str) -> bool:
+    """Whether a run with a record format decodes under its grammar (--constrain auto|on|off)."""
+    if mode == "off":
+        return False
     try:
         import xgrammar  # noqa: F401
     except ImportError:
+        if mode == "on":
+            raise SynthsteerError(f"--constrain on needs xgrammar: {INSTALL}") from None
+        log.warning(f"records are decoded unconstrained: xgrammar is not installed ({INSTALL})")
         return False
     return True
 
@@ -30,13 +37,10 @@ class Grammar:
     """A record format compiled against an LM's vocabulary, once per run."""
 
     def __init__(self, tokenizer, vocab_size: int, stop_ids: set[int], regex: str):
-        try:
-            import xgrammar as xgr
-        except ImportError:
-            raise SynthsteerError(f"--constrain on needs xgrammar: {INSTALL}") from None
+        import xgrammar as xgr  # `enabled` said it is there
+
         self.xgr, self.vocab_size = xgr, vocab_size
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids))
-        self.regex = regex
         self.compiled = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False).compile_regex(regex)
 
     def matchers(self, n: int) -> RowMatchers:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SynthsteerError, first_line
-from .options import refuse_undecodable
-from .records import template_fields
+from .options import json_fields, refuse_undecodable
+from .records import RecordFormat, template_fields
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -88,8 +88,6 @@ class DataSpec:
         if self.fields is not None:
             if self.field or self.template:
                 raise SynthsteerError("--format json takes --fields, not --field or --template")
-            from .records import RecordFormat
-
             object.__setattr__(self, "fields", RecordFormat.json(tuple(self.fields)).fields)
         if not self.source or not str(self.source).strip():
             raise SynthsteerError("--data: empty; give a file, a `datasets` directory, a hub name or builtin:NAME")
@@ -109,11 +107,7 @@ class DataSpec:
         """The spec that `options` (a `DataOptions`: --data, --field, --template, --format, --fields, --split,
         --subset) name; with `source`, that source's rows made into text the way `options` say (a
         `TextOptions`: eval's real data, filter's references)."""
-        fields = tuple(options.fields) if options.format == "json" else None
-        if options.format != "json" and options.fields:
-            raise SynthsteerError("--fields goes with --format json")
-        if options.format == "json" and not options.fields:
-            raise SynthsteerError("--format json needs --fields (the record's fields, in order)")
+        fields = json_fields(options)
         rename = None
         if options.rename:
             pairs = [item.split("=", 1) for item in options.rename]

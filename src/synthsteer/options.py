@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from .errors import SynthsteerError
+from .records import RecordFormat
 
 SEED_MAX = 2**63 - 1  # every bit of a seed counts up to here (randomness.seed_key); larger ones are refused
 MAX_RECORDS = 10**8  # records of one run: its plan of blocks is held in memory
@@ -92,21 +93,28 @@ def validate(config) -> None:
             raise SynthsteerError(f"{name} {rule}, got {v}")
 
 
+def json_fields(options) -> tuple[str, ...] | None:
+    """The fields of a json record (`--format json --fields`), or None for text; --fields without
+    --format json, and the reverse, are refused."""
+    if options.format != "json":
+        if options.fields:
+            raise SynthsteerError("--fields goes with --format json")
+        return None
+    if not options.fields:
+        raise SynthsteerError("--format json needs --fields (the record's fields, in order)")
+    return tuple(options.fields)
+
+
 def check_record_format(config) -> None:
     """A --template is a record format that later commands parse back: refused now, in one line, when it
     could not be (records.py); so are --fields without --format json and the reverse."""
-    from .records import RecordFormat
-
     if config.template is not None:
         RecordFormat.template(config.template)
-    if config.format == "json":
+    fields = json_fields(config)
+    if fields is not None:
         if config.field or config.template:
             raise SynthsteerError("--format json takes --fields, not --field or --template")
-        if not config.fields:
-            raise SynthsteerError("--format json needs --fields (the record's fields, in order)")
-        RecordFormat.json(config.fields)
-    elif config.fields:
-        raise SynthsteerError("--fields goes with --format json")
+        RecordFormat.json(fields)
 
 
 def require(config, name: str, what: str) -> None:

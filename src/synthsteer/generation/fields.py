@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from ..engine import Request
 from ..errors import SynthsteerError
-from ..logs import log
 from ..records import RecordFormat
 
 if TYPE_CHECKING:
@@ -87,20 +86,6 @@ def force(request: Request, ids: list[int]) -> Request:
         return request
     return Request({name: replace(p, ids=[*(p.ids or []), *ids]) for name, p in request.branches.items()},
                    request.key)
-
-
-def constrained(mode: str) -> bool:
-    """Whether a run with a record format decodes under its grammar (--constrain)."""
-    from ..constrain import INSTALL, available
-
-    if mode == "off":
-        return False
-    if available():
-        return True
-    if mode == "on":
-        raise SynthsteerError(f"--constrain on needs xgrammar: {INSTALL}")
-    log.warning(f"records are decoded unconstrained: xgrammar is not installed ({INSTALL})")
-    return False
 
 
 CLOSED_AT_MOST = 16  # distinct values of a field, each seen at least 4 times, that make it a closed set

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..constrain import Grammar
+from ..constrain import Grammar, enabled
 from ..data import records_digest
 from ..engine import ENGINES, Engine, Request
 from ..errors import SynthsteerError
@@ -21,7 +21,7 @@ from ..prompts import stop_token_ids
 from ..randomness import Stream, generator, sample_key, shuffled_cycle
 from ..records import Unparsable, reject_reason
 from ..runs import settings_hash
-from .fields import closed_values, constrained, drawn_values, force, longest_fields, record_format
+from .fields import closed_values, drawn_values, force, longest_fields, record_format
 from .loader import build_method
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class BlockGenerator:
         self.drawn = drawn_values(config.given_values)
         if self.drawn:
             self.settings["given_values"] = {k: [list(v), list(w)] for k, (v, w) in self.drawn.items()}
-        if not constrained(config.constrain):
+        if not enabled(config.constrain):
             return
         records = self.method.parts.records
         values = closed_values(self.format, self.given, config.field_values, records)

@@ -143,7 +143,8 @@ def generate(config: GenerateConfig, *, progress: bool = True, lm: LM | None = N
             with log_file(run.path):
                 log.debug(f"generate {config.method} into {run.path}: settings hash {run.hash}, {len(run.ids)} "
                           "records already there")
-                on_disk = {r["index"]: r for r in [*read_run(run.path), *read_records(run.path, "rejects")]}
+                on_disk = {r["index"]: r for r in [*read_run(run.path), *read_records(run.path, "rejects")]} \
+                    if run.ids or run.rejected.ids else {}
                 blocks = plan_blocks(config.n, config.batch_size, run.hash, on_disk)
                 bar = Progress(config.n, f"generate {config.method}", "sample",
                                initial=sum(len(b.done) for b in blocks), enabled=progress)
