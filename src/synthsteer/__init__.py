@@ -19,6 +19,7 @@ _EXPORTS = {
     "ExpertConfig": ".steer.config", "train_expert": ".steer.expert",
     "EvalConfig": ".evaluation", "evaluate": ".evaluation", "EvalReport": ".report",
     "FilterConfig": ".filter", "filter_run": ".filter",
+    "StudentConfig": ".student.config", "run_students": ".student.run", "StudentResults": ".student.results",
     "ExportConfig": ".export", "export_runs": ".export", "to_dataset": ".export",
 }
 __all__ = ["__version__", *_EXPORTS]

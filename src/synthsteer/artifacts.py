@@ -75,9 +75,15 @@ KINDS: dict[str, tuple[str, ...]] = {  # the top-level entries each kind writes 
     "run": ("manifest.json", "manifest.json.tmp", "records-*.jsonl", "rejects-*.jsonl"),
     "eval": ("report.json", "report.json.tmp", "report.html", "report.html.tmp"),
     "export": ("README.md", "data"),
+    "student": ("results.json", "results.json.tmp", "results.html", "results.html.tmp", "untrained.json",
+                "untrained.json.tmp", "students"),
+    "student-model": ("synthsteer_student.json", "synthsteer_student.json.tmp", "adapter_model.safetensors",
+                      "adapter_config.json", "README.md", "model.safetensors", "config.json", "generation_config.json",
+                      "scores.json", "scores.json.tmp", "train_state", "train_state.partial", "train_state.old"),
 }
 META_FILE = {"prompt": "config.json", "expert": "synthsteer_expert.json", "run": "manifest.json",
-             "eval": "report.json", "export": "README.md"}  # what a legacy (unmarked) directory must hold
+             "eval": "report.json", "export": "README.md", "student": "results.json",
+             "student-model": "synthsteer_student.json"}  # what a legacy (unmarked) directory must hold
 
 
 def marker_kind(path: Path) -> str | None:
@@ -177,12 +183,14 @@ def check_disjoint(out: Path, inputs, flag: str = "--out") -> None:
             raise SynthsteerError(f"{flag} {out}: contains the input {item}; write somewhere else")
 
 
-def check_not_inside_ours(out: Path, flag: str = "--out") -> None:
+def check_not_inside_ours(out: Path, flag: str = "--out", within: Path | None = None) -> None:
     """Refuse an output inside another directory synthsteer wrote (a run, a prompt, a report): it would
-    become an entry that directory never holds, or worse, one it does (an export named like a shard)."""
+    become an entry that directory never holds, or worse, one it does (an export named like a shard).
+    `within`: the one directory the command itself claimed to hold its outputs (a student's models)."""
+    allowed = Path(within).expanduser().resolve() if within is not None else None
     for parent in Path(out).expanduser().resolve().parents:
         kind = marker_kind(parent)
-        if kind:
+        if kind and parent != allowed:
             raise SynthsteerError(f"{flag} {out}: lies inside the synthsteer {kind} directory {parent}; write "
                                   "somewhere else")
 
@@ -214,14 +222,15 @@ class Claim:
         inputs: paths the command reads; the output may not be, contain or sit inside any of them.
         verb: what the command would do to an existing directory, for errors.
         legacy_ok: accept an unmarked directory of an older synthsteer (to resume; never to replace).
+        within: a directory the same command claimed, which may hold this one (`check_not_inside_ours`).
     """
 
     def __init__(self, path, kind: str, *, flag: str = "--out", inputs=(), verb: str = "write into",
-                 legacy_ok: bool = True):
+                 legacy_ok: bool = True, within: Path | None = None):
         self.path, self.kind, self.flag = Path(path), kind, flag
         check_out(self.path, flag)
         check_disjoint(self.path, inputs, flag)
-        check_not_inside_ours(self.path, flag)
+        check_not_inside_ours(self.path, flag, within)
         self.state = ownership(self.path, kind)
         self._seen = self._entries()
         if self.state == "foreign" or (self.state == "legacy" and not legacy_ok):

@@ -125,10 +125,11 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
         for f in dataclasses.fields(config_cls):
             ann = hints[f.name]
             default = _default(f)
-            if typing.get_origin(ann) is tuple:  # repeatable flag; str items may also be comma-separated
+            if typing.get_origin(ann) is tuple:  # repeatable flag; str and int items may also be comma-separated
                 item = typing.get_args(ann)[0]
                 tuples[f.name] = item
-                ann, default = list[str] if item is str else list[item], list(default)
+                ann, default = list[str] if item in (str, int) else list[item], list(map(str, default)) \
+                    if item is int else list(default)
             names = [flag(f.name)] if ann is not bool else [f"{flag(f.name)}/--no-{f.name.replace('_', '-')}"]
             text = _help(f)
             opt = typer.Argument(help=text) if f.name in positional else typer.Option(*names, help=text)
@@ -141,8 +142,11 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
             for f in dataclasses.fields(config_cls):
                 v = kwargs.pop(f.name)
                 if f.name in tuples:
-                    items = [x for part in v for x in (str(part).split(",") if tuples[f.name] is str else [part])]
+                    split = tuples[f.name] in (str, int)
+                    items = [x for part in v for x in (str(part).split(",") if split else [part])]
                     v = tuple(x.strip() if isinstance(x, str) else x for x in items if str(x).strip())
+                    if tuples[f.name] is int:
+                        v = tuple(_integer(flag(f.name), x) for x in v)
                 config_kwargs[f.name] = v
             kwargs.pop("config_file", None)
             config = config_cls(**config_kwargs)
@@ -159,6 +163,13 @@ def _config_command(config_cls, extra: list[inspect.Parameter] | None = None, po
         return command
 
     return wrap
+
+
+def _integer(name: str, text) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SynthsteerError(f"{name} {text}: not an integer") from None
 
 
 def _bool_param(name: str, help: str) -> inspect.Parameter:
@@ -275,6 +286,22 @@ def export_command(config: ExportConfig):
 
     where = export_runs(config)
     typer.echo(f"exported {', '.join(config.runs)} to {where}")
+
+
+from .student.config import StudentConfig  # noqa: E402
+
+
+@app.command()
+@_config_command(StudentConfig, [_bool_param("overwrite", "Retrain students whose directory holds a run with other "
+                                                          "settings.")])
+def student(config: StudentConfig, overwrite: bool = False):
+    """Does the data teach? Fine-tune a small LM on each training set; score it on real held-out records."""
+    from .student.report import print_results
+    from .student.run import run_students
+
+    results = run_students(config, overwrite=overwrite)
+    print_results(results)
+    typer.echo(f"results written to {Path(config.out) / 'results.html'}")
 
 
 from .stamp import StampConfig  # noqa: E402

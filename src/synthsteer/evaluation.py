@@ -21,6 +21,7 @@ from .metrics import FIELD_METRICS, MIN_SAMPLES, Labelled, SetInputs, compute_me
 from .options import FeaturizerOptions, LogOptions, TextOptions, option, require
 from .report import EvalReport, Examples, Neighbour, SetInfo, SetMetrics, Timings, write_report
 from .runs import checked_records, split_name
+from .student.results import StudentResults
 
 REAL_VS_REAL = "real vs real"
 
@@ -50,6 +51,9 @@ class EvalConfig(TextOptions, FeaturizerOptions, LogOptions):
     knn_k: int = option(3, "k of the k-NN precision/recall balls.", count=True)
     seed: int = option(0, "Seed of subsampling and the classifiers (0 .. 2**32-1: scikit-learn's bound).", ge=0,
                        le=2**32 - 1)
+    student: str | None = option(None, "A `synthsteer student` output directory: its table (what a small LM "
+                                       "trained on each set reaches on real held-out records) joins the report.",
+                                 nonempty=True)
 
     def __post_init__(self):
         if isinstance(self.synthetic, str):  # one set given as a string, not a tuple of its characters
@@ -249,8 +253,10 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalReport:
     from .lm import encoder_device
 
     encoder_device(config.device)  # --device cuda on a machine without one: refused before any work
+    student = StudentResults.read(config.student) if config.student else None
     # the report goes into a directory of its own: never into a run, a prompt or the data it reads
-    claim = Claim(config.out, "eval", inputs=(config.real, config.train, *(split_name(s)[1] for s in config.synthetic)),
+    claim = Claim(config.out, "eval", inputs=(config.real, config.train, config.student,
+                                                *(split_name(s)[1] for s in config.synthetic)),
                   verb="write a report into")
     t0 = time.time()
     config = _with_recorded_text(config)
@@ -282,10 +288,11 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalReport:
         _label_checks(config, real, sets)
     with claim, log_file(config.out):
         log.debug(f"eval: {len(sets)} synthetic set(s) against {config.real} ({len(real.texts)} texts)")
-        return _score(config, real, sets, progress, t0)
+        return _score(config, real, sets, progress, t0, student)
 
 
-def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: bool, t0: float) -> EvalReport:
+def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: bool, t0: float,
+           student: StudentResults | None = None) -> EvalReport:
     """The metrics of every set against `real`, written as report.json and report.html."""
     train_texts = [r.text for r in load_records(DataSpec.of(config, source=config.train))] if config.train else None
 
@@ -342,7 +349,7 @@ def _score(config: EvalConfig, real: TextSet, sets: list[TextSet], progress: boo
         metrics=results, fields=per_field, featurizer=encoder.fingerprint, config=asdict(config),
         varying_settings=varying_settings(sets) if len(sets) > 1 else {}, warnings=tuple(warnings_out),
         seconds=Timings(round(t_feat, 2), round(t_metrics, 2), round(time.time() - t0, 2)),
-        synthsteer_version=__version__, packages=versions)
+        synthsteer_version=__version__, packages=versions, student=student)
     return write_report(report, Path(config.out), real, sets, real_feats, feats)
 
 

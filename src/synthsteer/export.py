@@ -132,6 +132,24 @@ def record_format_lines(manifests: list[dict]) -> list[str]:
     return lines
 
 
+def student_lines(manifests: list[dict], student) -> list[str]:
+    """The card's lines on what the data teaches (`eval --student`): per exported run, the sentence on
+    the training set of the student command that is this run (by path, else by name)."""
+    if student is None:
+        return []
+    by_source = {str(Path(r.source).resolve()): r.set for r in student.rows if "+" not in r.source}
+    names = {r.set for r in student.rows}
+    said = []
+    for m in manifests:
+        name = by_source.get(str(Path(m["path"]).resolve())) or (m["name"] if m["name"] in names else None)
+        sentence = student.sentence(name) if name else None
+        if sentence:
+            said.append(f"- Run {cell(m['name'])}: {cell(sentence)}")
+    if not said:
+        return []
+    return ["## Does it teach? (`synthsteer student`)", "", *said, ""]
+
+
 def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, report: EvalReport | None):
     """A `huggingface_hub.DatasetCard` from the runs' manifests (and an eval report)."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -177,6 +195,7 @@ def dataset_card(manifests: list[dict], n_rows: dict[str, int], split: str, repo
             lines.append(f"| {cell(name)} | {nan if mean is None else mean:.3f} ± {0 if std is None else std:.3f} | "
                          f"{nan if distinct is None else distinct:.3f} |")
         lines.append("")
+        lines += student_lines(manifests, report.student)
     lines += ["## Settings", ""]
     for m in manifests:
         lines += [f"### {m['name']}", "", "```json", json.dumps(m["settings"], indent=2, sort_keys=True), "```", ""]

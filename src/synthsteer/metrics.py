@@ -8,9 +8,11 @@ Diversity:    distinct_n, steer_diversity, self_bleu, compression_ratio, vendi_s
 Authenticity: authenticity_auroc
 Memorization: memorization
 Downstream:   tstr, label_agreement
+Students:     target_loss, choice_accuracy, gsm8k_answer / exact_match, pass_at_1
 
-`METRICS` at the end is the table of what `synthsteer eval` computes for every set and how the
-report shows it: every number of a report comes from one entry there.
+`METRICS` is the table of what `synthsteer eval` computes for every set and how the report shows
+it: every number of a report comes from one entry there. `STUDENT_METRICS` is the same for what
+`synthsteer student` scores a fine-tuned student by, on real held-out records.
 """
 
 from __future__ import annotations
@@ -448,3 +450,75 @@ def compute_metrics(inputs: SetInputs, keys: tuple[str, ...] | None = None) -> d
         else:
             out[m.key] = value
     return out
+
+
+# ---------------------------------------------------------------- students: does the data teach?
+
+
+def target_loss(nll: list[float], tokens: list[int]) -> float:
+    """Mean NLL per target token over held-out records (summed NLLs over summed token counts): how
+    well a student predicts the real targets, for every task."""
+    return float(sum(nll) / max(sum(tokens), 1))
+
+
+def choice_accuracy(choice_nll: list[list[float]], gold: list[int | None]) -> float:
+    """Share of records whose gold value has the highest log-likelihood among the closed set's values
+    (lm-evaluation-harness's `acc` for multiple choice); a gold value outside the set counts as wrong.
+    Ties go to the first value, so a constant score is not a lucky guess."""
+    right = [g is not None and int(np.argmin(s)) == g for s, g in zip(choice_nll, gold)]
+    return float(np.mean(right)) if right else 0.0
+
+
+GSM8K_ANSWER = re.compile(r"#### (\-?[0-9\.\,]+)")  # grade-school-math's dataset.py
+
+
+def gsm8k_answer(text: str) -> str | None:
+    """The final number of a GSM8K solution, the way the GSM8K paper's code extracts it: the number
+    after "#### ", commas removed; None when there is none (an invalid answer)."""
+    m = GSM8K_ANSWER.search(text)
+    return m.group(1).strip().replace(",", "") if m else None
+
+
+def exact_match(predicted: list[str | None], gold: list[str | None]) -> float:
+    """Share of records whose extracted answer equals the gold one (an invalid prediction is wrong)."""
+    right = [p is not None and p == g for p, g in zip(predicted, gold)]
+    return float(np.mean(right)) if right else 0.0
+
+
+def pass_at_1(passed: list[bool]) -> float:
+    """Share of tasks whose one greedy program passes all of the task's tests (Chen et al. 2021's
+    pass@k at k = n = 1)."""
+    return float(np.mean(passed)) if passed else 0.0
+
+
+@dataclass(frozen=True)
+class StudentOutputs:
+    """What a student did on the held-out records, per record (None: not scored that way).
+
+    target_nll / target_tokens: summed NLL of each gold target and its token count.
+    choice_nll / gold_choice: each closed-set value's summed NLL, and the gold value's index.
+    answers / gold_answers: the extracted final answers (GSM8K) of the greedy output and of the record.
+    passed: whether the greedy program passed the task's tests (MBPP)."""
+
+    target_nll: list[float]
+    target_tokens: list[int]
+    choice_nll: list[list[float]] | None = None
+    gold_choice: list[int | None] | None = None
+    answers: list[str | None] | None = None
+    gold_answers: list[str | None] | None = None
+    passed: list[bool] | None = None
+
+
+STUDENT_METRICS: tuple[Metric, ...] = (
+    Metric("loss", "target loss", "↓", "{:.3f}", lambda o: target_loss(o.target_nll, o.target_tokens)),
+    Metric("accuracy", "accuracy", "↑", "{:.1%}", lambda o: choice_accuracy(o.choice_nll, o.gold_choice),
+           applies=lambda o: o.choice_nll is not None),
+    Metric("exact_match", "exact match", "↑", "{:.1%}", lambda o: exact_match(o.answers, o.gold_answers),
+           applies=lambda o: o.answers is not None),
+    Metric("pass_at_1", "pass@1", "↑", "{:.1%}", lambda o: pass_at_1(o.passed), applies=lambda o: o.passed is not None),
+)
+
+
+def student_metrics(outputs: StudentOutputs) -> dict[str, float]:
+    """Every student metric that applies to `outputs`, in table order."""
+    return {m.key: m.compute(outputs) for m in STUDENT_METRICS if m.applies is None or m.applies(outputs)}

@@ -40,7 +40,7 @@ def _interval(m: dict) -> str:
 
 # fields that name a path: a leading ~ means the home directory for reading and writing alike
 PATH_FIELDS = {"out", "data", "prompt", "expert", "model", "real", "train", "run", "to", "report", "decontaminate",
-               "label_consistent", "encoder", "path", "synthetic", "runs"}
+               "label_consistent", "encoder", "path", "synthetic", "runs", "student", "eval"}
 
 
 def refuse_undecodable(name: str, value: str) -> None:

@@ -21,6 +21,7 @@ from . import metrics as metrics_table
 from .artifacts import need, write_json
 from .errors import SynthsteerError
 from .metrics import Metric, n_words
+from .student.results import StudentResults
 
 DASH = "–"  # a cell with nothing to show: not computed, or not computable
 
@@ -91,6 +92,7 @@ class EvalReport:
     plots: tuple[str, ...] = ()
     synthsteer_version: str | None = None
     packages: dict[str, str] = field(default_factory=dict)
+    student: StudentResults | None = None  # `eval --student DIR`: what students trained on the sets reach
 
     def to_json(self) -> dict:
         """report.json: the keys of every report so far."""
@@ -120,6 +122,7 @@ class EvalReport:
             "seconds": None if seconds is None else {"featurize": seconds.featurize, "metrics": seconds.metrics,
                                                      "total": seconds.total},
             "plots": list(self.plots),
+            **({"student": self.student.to_dict()} if self.student is not None else {}),
         }
 
     @classmethod
@@ -147,7 +150,9 @@ class EvalReport:
         return cls(real=real, sets=sets, metrics=metrics, fields=fields, featurizer=need(d, "featurizer", str, where, optional=True),
                    config=need(d, "config", dict, where, optional=True) or {}, varying_settings=varying,
                    warnings=_strings(d, "warnings", where), seconds=seconds, plots=_strings(d, "plots", where),
-                   synthsteer_version=need(d, "synthsteer_version", str, where, optional=True), packages=packages)
+                   synthsteer_version=need(d, "synthsteer_version", str, where, optional=True), packages=packages,
+                   student=StudentResults.from_dict(need(d, "student", dict, where), f"{where}: student")
+                   if d.get("student") is not None else None)
 
 
 def _object(value, where: str, what: str, quoted: bool = True) -> dict:
@@ -267,6 +272,16 @@ def print_table(report: EvalReport) -> None:
     for name, m in report.metrics.items():
         if m.verdict:
             console.print(f"{name}: {m.verdict}", markup=False, highlight=False)
+    if report.student is not None:
+        from rich.table import Table
+
+        headers, body = report.student.table()
+        table = Table(title=f"does the data teach? students ({report.student.student}) on {report.student.eval.get('source')}")
+        for h in headers:
+            table.add_column(h, justify="left" if h == "set" else "right")
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
@@ -381,6 +396,17 @@ def render_html(report: EvalReport, images: dict[str, str]) -> str:
         per_field += (f'<h3>Field {esc(field_name)} alone</h3><table class="field" data-field="{esc(field_name)}">'
                       f"<tr>{heads}</tr>{cells}</table>")
     warn = "".join(f"<li>{esc(w)}</li>" for w in report.warnings)
+    students = ""
+    if report.student is not None:
+        st = report.student
+        heads, body = st.table()
+        cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
+        said = "".join(f"<li>{esc(x)}</li>" for x in (st.sentence(n) for n in dict.fromkeys(r.set for r in st.rows)) if x)
+        students = (f'<h2>Does the data teach?</h2><p>A {esc(st.student)} student ({esc(st.finetune)}) fine-tuned on '
+                    f"each training set, scored on {st.eval.get('n')} real held-out records of "
+                    f"{esc(str(st.eval.get('source')))} (mean ± std over seeds {esc(', '.join(map(str, st.seeds)))}).</p>"
+                    f'<ul>{said}</ul><table id="students"><tr>'
+                    + "".join(f"<th>{esc(h)}</th>" for h in heads) + f"</tr>{cells}</table>")
     sets = "".join(f"<li><b>{esc(n)}</b>: {esc(s.source)} (n={s.n})</li>" for n, s in report.sets.items())
     mauve_note = (f"MAUVE: mean ± std over k-means seeds {report.config.get('mauve_seeds')}, featurizer "
                   f"{esc(str(report.featurizer))}, scaling factor 5.")
@@ -394,7 +420,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 <body><h1>synthsteer evaluation</h1>
 <p>Real data: {esc(report.real.source)} (n={report.real.n}). Synthetic sets:</p><ul>{sets}</ul>
 <h2>Verdicts and samples</h2>{looks}
-<h2>Metrics</h2><table id="metrics"><tr>{head}</tr>{body}</table>{per_field}
+<h2>Metrics</h2><table id="metrics"><tr>{head}</tr>{body}</table>{per_field}{students}
 <p>{mauve_note} Arrows say which way is better; "real vs real" compares two disjoint halves of the real
 data and is the ceiling. AUROC is a 5-fold real-vs-synthetic classifier: 0.5 means indistinguishable.</p>
 <ul>{warn}</ul>

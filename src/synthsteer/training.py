@@ -149,30 +149,42 @@ def example_loss(lm, prefix: torch.Tensor | None, examples: list[list[int]]) -> 
     return nll, int(targets.sum())
 
 
-def target_loss(lm, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, int]:
-    """Summed NLL of each pair's target tokens given its input tokens (input + target right-padded
-    into one batch), and the number of target tokens: the loss of a student fine-tuned on (input,
-    target) records, where the input is read and only the target is learned."""
+def pair_nll(lm, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Each pair's summed NLL of its target tokens given its input tokens ([B], float32). What a student
+    learns (the input is read, the target learned) and how it is scored (a closed set's values by
+    log-likelihood, as lm-evaluation-harness scores multiple choice).
+
+    Pairs are left-padded, with positions counted from each pair's first token (so a padded pair
+    computes what it would alone), which puts every target at the end of the batch: only the last
+    `longest target + 1` positions go through the LM head. On a 49k-token vocabulary the head over
+    a BoolQ passage's every position would cost more than the layers, and its logits most memory."""
     from .lm import keeps_logits
 
     dev = lm.device
     width = max(len(x) + len(y) for x, y in pairs)
+    span = max(len(y) for _, y in pairs)  # target positions at the end of the batch
     ids = torch.full((len(pairs), width), lm.tokenizer.pad_token_id or 0, dtype=torch.long, device=dev)
     attn = torch.zeros_like(ids)
-    learn = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is a target token
+    learn = torch.zeros((len(pairs), span), dtype=torch.bool, device=dev)
     for i, (x, y) in enumerate(pairs):
         if not x or not y:
-            raise ValueError("target_loss: every pair needs input tokens (a start token at least) and target tokens")
-        ids[i, : len(x) + len(y)] = torch.tensor(x + y, device=dev)
-        attn[i, : len(x) + len(y)] = 1
-        learn[i, len(x): len(x) + len(y)] = True
-    first = min(len(x) for x, _ in pairs)  # positions before it predict no target token: skip their head
-    keep = {"logits_to_keep": width - first + 1} if keeps_logits(lm.model) else {}
-    logits = lm.model(input_ids=ids, attention_mask=attn, **keep).logits
-    pred = logits[:, -(width - first + 1): -1]  # position p predicts token p + 1
-    gold, chosen = ids[:, first:], learn[:, first:]
-    nll = F.cross_entropy(pred[chosen].float(), gold[chosen], reduction="sum")
-    return nll, int(chosen.sum())
+            raise ValueError("pair_nll: every pair needs input tokens (a start token at least) and target tokens")
+        ids[i, width - len(x) - len(y):] = torch.tensor(x + y, device=dev)
+        attn[i, width - len(x) - len(y):] = 1
+        learn[i, span - len(y):] = True
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    keep = {"logits_to_keep": span + 1} if keeps_logits(lm.model) else {}
+    logits = lm.model(input_ids=ids, attention_mask=attn, position_ids=positions, **keep).logits
+    pred = logits[:, -(span + 1): -1]  # position p predicts token p + 1
+    token_nll = F.cross_entropy(pred[learn].float(), ids[:, width - span:][learn], reduction="none")
+    row = learn.nonzero()[:, 0]  # the pair each target position belongs to
+    return torch.zeros(len(pairs), device=dev, dtype=token_nll.dtype).index_add(0, row, token_nll)
+
+
+def target_loss(lm, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, int]:
+    """Summed NLL of each pair's target tokens given its input tokens, and the number of target
+    tokens: the loss of a student fine-tuned on (input, target) records."""
+    return pair_nll(lm, pairs).sum(), sum(len(y) for _, y in pairs)
 
 
 # ---------------------------------------------------------------- data parallelism
@@ -274,16 +286,18 @@ class Output:
 
 
 def prepare_out(out: Path, config, *, kind: str, resume: bool, overwrite: bool, meta_file: str, meta_key: str,
-                inputs=()) -> Output:
+                inputs=(), within: Path | None = None) -> Output:
     """Check the output directory before any work (nothing is written until the Output is entered).
 
     `meta_file` is the JSON a finished result (and every checkpoint) holds, `meta_key` the entry of
     it that records the run's config: a resume with other settings is refused, naming the first one
     that differs. --resume and --overwrite accept only a directory synthsteer's marker names as a
     `kind` (artifacts.Claim); --overwrite never one written before markers existed. `inputs`: what the
-    command reads, which the output may not be, contain or sit inside."""
+    command reads, which the output may not be, contain or sit inside; `within`: the command's own
+    output that holds this one (a student's models)."""
     def claimed() -> Claim:  # the path checked (artifacts.check_out), then whose directory it is
-        return Claim(out, kind, inputs=inputs, verb="resume" if resume else "replace", legacy_ok=not overwrite)
+        return Claim(out, kind, inputs=inputs, verb="resume" if resume else "replace", legacy_ok=not overwrite,
+                     within=within)
 
     claim = claimed()
     if claim.state == "absent":
@@ -465,7 +479,8 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
                lengths: list[int], settings: LoopSettings, state_dir: Path, save_weights: Callable[[Path], None],
                load_weights: Callable[[Path], None], checkpoint: Checkpoint | None, device: torch.device,
                desc: str, progress: bool = True, prefix_tokens: int = 0,
-               validate: Callable[[], float] | None = None, guards: dict | None = None) -> dict:
+               validate: Callable[[], float] | None = None, guards: dict | None = None,
+               order_lengths: list[int] | None = None) -> dict:
     """Optimize `params` to minimise `batch_loss`; returns the loss history and throughput.
 
     Args:
@@ -479,6 +494,8 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         prefix_tokens: extra tokens each example costs (a soft prompt), for tokens/s.
         validate: the held-out loss (`held_out_loss`), logged at every checkpoint and at the end.
         guards: recorded in every checkpoint, and compared by `read_checkpoint` before a resume.
+        order_lengths: what batches are grouped by, when it is not `lengths` (a student's whole
+            input + target, whose padding costs though only the target is learned).
 
     Under torchrun / accelerate launch, every rank takes its share of each micro-batch and the
     trainable parameters' gradients are summed over the ranks before the step: the same update as
@@ -492,7 +509,8 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     start, history, val_history = resume(checkpoint, state_dir, opt, load_weights)
 
-    order = ExampleOrder(lengths, s.batch_size, s.seed)
+    seen = order_lengths or lengths
+    order = ExampleOrder(seen, s.batch_size, s.seed)
     amp = autocast_dtype(s.precision, device)
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     bar = Progress(s.steps, desc, "step", initial=start, enabled=progress and rank == 0)
@@ -510,7 +528,8 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
         torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += n_tokens + sum(len(idx) for idx in micro) * prefix_tokens  # examples actually seen, not --batch-size
+        # tokens the LM actually ran on (not --batch-size): a student's input too, and a prompt's
+        tokens += sum(seen[i] for idx in micro for i in idx) + sum(len(idx) for idx in micro) * prefix_tokens
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         history.append(round(loss, 5))
         # the step's own loss (what config.json's history and final_loss record) and a smoothed one
@@ -526,7 +545,7 @@ def train_loop(*, params: list[torch.nn.Parameter], batch_loss: Callable[[list[i
             write_checkpoint(state_dir, step + 1, save_weights, opt, history, val_history, guards or {})
     bar.close()
     result = {"loss_history": history, "final_loss": history[-1] if history else None,
-              "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
+              "train_tokens_per_s": tokens / max(time.time() - t0, 1e-9), "train_seconds": round(time.time() - t0, 1)}
     if validate is not None:
         result.update(val_history=val_history, final_val_loss=val_history[-1][1] if val_history else None)
     return result
@@ -551,11 +570,13 @@ class Trainable:
     val_loss: Callable[[list[int]], tuple[torch.Tensor, int]] | None = None  # batch_loss of the held-out examples
     module: torch.nn.Module | None = None  # in eval mode while validating (dropout off) and once trained
     save_result: Callable[[Path, dict], None] | None = None  # the finished result, where it differs from `save`
+    order_lengths: list[int] | None = None  # tokens per example that batching groups by (default: `lengths`)
 
 
 def run_training(config: TrainConfig, build: Callable[[LM, list, list], Trainable], *, kind: str, meta_file: str,
                  meta_key: str, inputs=(), resume: bool = False, overwrite: bool = False, progress: bool = True,
-                 lm: LM | None = None) -> Path:
+                 lm: LM | Callable[[], LM] | None = None, data: Callable[[], tuple[list, dict]] | None = None,
+                 within: Path | None = None) -> Path:
     """Train what `build(lm, records, held_out)` returns on `config.data` into `config.out`, against
     the frozen `config.model` (or `lm`); returns the result directory.
 
@@ -563,23 +584,29 @@ def run_training(config: TrainConfig, build: Callable[[LM, list, list], Trainabl
     finished run is not redone), the records loaded and hashed, the checkpoint verified against that
     hash before the LM is loaded, the held-out share split off, `train_loop`, then rank 0 writes the
     result (its `meta_file`, written last, records the config as `meta_key`), drops the checkpoint and
-    swaps the result in. `kind`, `meta_file`, `meta_key`, `inputs`: as `prepare_out` takes them; the
-    student trainer, or any method that trains weights against an LM, is one more `build`.
+    swaps the result in. `kind`, `meta_file`, `meta_key`, `inputs`, `within`: as `prepare_out` takes
+    them; `lm`: the LM, or a function loading it (called only when there is training to do); `data`:
+    a function giving the records and their description for the result, when they are not
+    `config.data` read as a `DataSpec` (the student's training sets). Any method that trains weights
+    against an LM is one more `build`.
     """
     target = prepare_out(Path(config.out), config, kind=kind, resume=resume, overwrite=overwrite,
-                         meta_file=meta_file, meta_key=meta_key, inputs=inputs)
+                         meta_file=meta_file, meta_key=meta_key, inputs=inputs, within=within)
     if target.finished:
         return target.final  # finished earlier: nothing left to do
     out, state_dir = target.work, target.work / "train_state"
 
-    spec = DataSpec.of(config, limit=config.limit)
-    all_records = load_records(spec)
+    if data is None:
+        spec = DataSpec.of(config, limit=config.limit)
+        all_records, described = load_records(spec), spec.as_dict()
+    else:
+        all_records, described = data()
     guards = {"data_sha256": records_digest(all_records)}
     checkpoint = read_checkpoint(state_dir, steps=config.steps, guards=guards) if resume else None
     records, held_out = split_validation(all_records, config.val_fraction, config.seed)
-    lm = lm or load_lm_of(config)
+    lm = lm() if callable(lm) else lm or load_lm_of(config)
     job = build(lm, records, held_out)
-    meta = {**job.meta, "data": spec.as_dict(), meta_key: asdict(config), "synthsteer_version": __version__,
+    meta = {**job.meta, "data": described, meta_key: asdict(config), "synthsteer_version": __version__,
             **guards}
     validate = None
     if held_out:  # the held-out loss, at every checkpoint and at the end
@@ -591,7 +618,7 @@ def run_training(config: TrainConfig, build: Callable[[LM, list, list], Trainabl
             params=job.params, batch_loss=job.batch_loss, lengths=job.lengths, settings=LoopSettings.of(config),
             state_dir=state_dir, save_weights=lambda folder: job.save(folder, meta), load_weights=job.load,
             checkpoint=checkpoint, device=lm.device, desc=job.desc, progress=progress,
-            prefix_tokens=job.prefix_tokens, validate=validate, guards=guards)
+            prefix_tokens=job.prefix_tokens, validate=validate, guards=guards, order_lengths=job.order_lengths)
         if job.module is not None:
             job.module.eval()
         if rank0:  # under torchrun, rank 0 writes the result
