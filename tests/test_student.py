@@ -264,7 +264,7 @@ def test_pass_at_1_runs_code_only_when_asked(tmp_path, capsys):
     (["--train", "a=builtin:boolq/train", "--metrics", "bleu"], "--metrics bleu"),
     (["--train", "a=builtin:boolq/train", "--metrics", "exact_match"], "'#### N'"),
     (["--train", "a=builtin:nosuch/train"], "--train a"),
-    (["--train", "a=builtin:boolq/train", "--choices", "passage=x,y"], "--choices passage: not the target"),
+    (["--train", "a=builtin:boolq/train", "--field-values", "passage=x,y"], "--field-values passage: not a generated"),
 ])
 def test_bad_inputs_are_refused_in_one_line(extra, words, tmp_path, capsys):
     err = refused([*BASE, *extra, "--out", str(tmp_path / "s")], capsys)
@@ -285,3 +285,15 @@ def test_config_is_checked_at_construction():
         StudentConfig(model="tiny", eval="builtin:boolq/heldout")
     with pytest.raises(SynthsteerError, match="distinct seeds"):
         StudentConfig(model="tiny", eval="x.jsonl", train=("a=b.jsonl",), seeds=(1, 1))
+
+
+def test_a_run_fed_nothing_teaches_its_last_field(tmp_path):
+    from synthsteer.student.config import StudentConfig
+    from synthsteer.student.data import parse_sets, student_task
+
+    run = tmp_path / "run"
+    main(["generate", "--method", "hard", "--model", "tiny", "--data", "builtin:gsm8k/train", "--template",
+          "Question: {question}\nAnswer: {answer}", "--n", "2", "--max-new-tokens", "4", "--out", str(run)])
+    config = StudentConfig(model="tiny", train=(f"mc={run}",), eval="builtin:gsm8k/test")
+    task = student_task(config, parse_sets(config))
+    assert task.target == ("answer",) and task.inputs == ("question",)

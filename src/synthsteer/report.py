@@ -273,15 +273,7 @@ def print_table(report: EvalReport) -> None:
         if m.verdict:
             console.print(f"{name}: {m.verdict}", markup=False, highlight=False)
     if report.student is not None:
-        from rich.table import Table
-
-        headers, body = report.student.table()
-        table = Table(title=f"does the data teach? students ({report.student.student}) on {report.student.eval.get('source')}")
-        for h in headers:
-            table.add_column(h, justify="left" if h == "set" else "right")
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
+        console.print(report.student.rich_table())
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
@@ -399,14 +391,10 @@ def render_html(report: EvalReport, images: dict[str, str]) -> str:
     students = ""
     if report.student is not None:
         st = report.student
-        heads, body = st.table()
-        cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
-        said = "".join(f"<li>{esc(x)}</li>" for x in (st.sentence(n) for n in dict.fromkeys(r.set for r in st.rows)) if x)
         students = (f'<h2>Does the data teach?</h2><p>A {esc(st.student)} student ({esc(st.finetune)}) fine-tuned on '
                     f"each training set, scored on {st.eval.get('n')} real held-out records of "
                     f"{esc(str(st.eval.get('source')))} (mean ± std over seeds {esc(', '.join(map(str, st.seeds)))}).</p>"
-                    f'<ul>{said}</ul><table id="students"><tr>'
-                    + "".join(f"<th>{esc(h)}</th>" for h in heads) + f"</tr>{cells}</table>")
+                    + st.html())
     sets = "".join(f"<li><b>{esc(n)}</b>: {esc(s.source)} (n={s.n})</li>" for n, s in report.sets.items())
     mauve_note = (f"MAUVE: mean ± std over k-means seeds {report.config.get('mauve_seeds')}, featurizer "
                   f"{esc(str(report.featurizer))}, scaling factor 5.")

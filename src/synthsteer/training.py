@@ -156,8 +156,8 @@ def pair_nll(lm, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
 
     Pairs are left-padded, with positions counted from each pair's first token (so a padded pair
     computes what it would alone), which puts every target at the end of the batch: only the last
-    `longest target + 1` positions go through the LM head. On a 49k-token vocabulary the head over
-    a BoolQ passage's every position would cost more than the layers, and its logits most memory."""
+    `longest target + 1` positions go through the LM head, however much the inputs' lengths differ
+    (right-padded, the head would run from the end of the shortest input on)."""
     from .lm import keeps_logits
 
     dev = lm.device

@@ -31,9 +31,10 @@ class StudentConfig(LoraOptions, LMOptions, TextOptions, LogOptions):
 
     A record is split into the student's input and its target by the record format (--template, or
     --format json --fields; default: the first run's): the target is the record's last fields
-    (--target; default: the fields a run generated, else the last one), the input everything before
-    them. The student learns the target given the input, and is scored on the held-out records by
-    the loss on their target tokens, and by accuracy, exact match or pass@1 where the task has one.
+    (--target; default: the fields a run generated after its given ones, else the last one), the input
+    everything before them. The student learns the target given the input, and is scored on the
+    held-out records by the loss on their target tokens, and by accuracy, exact match or pass@1
+    where the task has one.
     """
 
     train: tuple[str, ...] = option((), "A training set, NAME=SOURCE (repeat): a run directory, a data source "
@@ -44,7 +45,8 @@ class StudentConfig(LoraOptions, LMOptions, TextOptions, LogOptions):
     eval_limit: int | None = option(None, "Score on N held-out records (a subset picked by record id; default: all).",
                                     count=True)
     target: tuple[str, ...] = option((), "The fields the student learns to write (the record's last fields); "
-                                         "default: the fields the runs generated, else the last field.")
+                                         "default: the fields the runs generated after their --given ones, else "
+                                         "the last field.")
     sizes: tuple[int, ...] = option((), "Train on N records of each set (a subset picked by record id, the smaller "
                                         "inside the larger; repeat for a learning curve); default: the smallest "
                                         "set's size, so every set teaches from as many records.")
@@ -62,8 +64,9 @@ class StudentConfig(LoraOptions, LMOptions, TextOptions, LogOptions):
     precision: str = option("auto", "Training math: auto (bf16 autocast where the hardware has it), fp32 or bf16.",
                             choices=("auto", "fp32", "bf16"))
     save_every: int = option(100, "Steps between checkpoints (a rerun resumes from the last).", count=True)
-    choices: tuple[str, ...] = option((), "The closed set of the target's values for accuracy, e.g. --choices "
-                                          "label=yes,no (default: inferred when the target has few distinct values).")
+    field_values: tuple[str, ...] = option((), "The closed set of the target's values that accuracy chooses from, "
+                                               "e.g. --field-values label=yes,no (default: inferred when the held-out "
+                                               "target has few distinct values, as generate infers it).")
     metrics: tuple[str, ...] = option(("auto",), "What the students are scored by: auto (loss, and whichever of "
                                                  "accuracy, exact_match, pass_at_1 the task has) or a list of "
                                                  f"{', '.join(TASK_METRICS)}.")

@@ -93,7 +93,8 @@ def parse_sets(config: StudentConfig) -> list[tuple[str, list[str]]]:
 
 def student_task(config: StudentConfig, sets: list[tuple[str, list[str]]]) -> StudentTask:
     """The record format (--template / --format json, else the first run's) and its target fields
-    (--target, else the fields the first run generated, else the last field), checked against every run."""
+    (--target, else the fields the first run generated after its given ones, else the last field),
+    checked against every run."""
     fields = json_fields(config)
     fmt = RecordFormat.json(fields) if fields else RecordFormat.template(config.template) if config.template else None
     generated: tuple[str, ...] = ()
@@ -116,6 +117,8 @@ def student_task(config: StudentConfig, sets: list[tuple[str, list[str]]]) -> St
     if fmt is None:
         raise SynthsteerError("--template is required: the training sets are data sources, which do not say how a "
                               "record reads (e.g. --template 'Question: {question}\\nAnswer: {answer}')")
+    # a run fed nothing (every field generated) has no input to offer: its last field is the target then
+    generated = generated if 0 < len(generated) < len(fmt.fields) else ()
     target = tuple(config.target) or generated or fmt.fields[-1:]
     for name in target:
         if name not in fmt.fields:

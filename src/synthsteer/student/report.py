@@ -60,13 +60,8 @@ def plots(results: StudentResults) -> dict[str, str]:
 
 def render_html(results: StudentResults, images: dict[str, str]) -> str:
     esc = html.escape
-    headers, rows = results.table()
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     imgs = "".join(f'<figure><img id="plot-{k}" alt="{k}" src="{v}"><figcaption>{k}</figcaption></figure>'
                    for k, v in images.items())
-    sentences = "".join(f"<li>{esc(s)}</li>" for s in (results.sentence(n) for n in dict.fromkeys(
-        r.set for r in results.rows)) if s)
     sets = "".join(f"<li><b>{esc(r.set)}</b>: {esc(r.source)}</li>" for r in results.rows if r.size == max(
         x.size for x in results.rows if x.set == r.set))
     fmt = results.task.get("format", {})
@@ -81,8 +76,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:700px}}</style></head>
 scored on {results.eval.get('n')} real held-out records of {esc(str(results.eval.get('source')))}.
 Record format <code>{esc(repr(shown))}</code>; the student reads the fields before
 <b>{esc(', '.join(results.task.get('target', [])))}</b> and learns to write those.</p>
-<ul>{sentences}</ul>
-<table id="students"><tr>{head}</tr>{body}</table>
+{results.html()}
 <p>Each cell is the mean ± sample std over the student seeds. Target loss is the mean NLL per target token on the
 held-out records; its gain is the untrained student's loss minus the trained one's. Accuracy scores each allowed
 value by log-likelihood (as lm-evaluation-harness does for multiple choice).</p>
@@ -101,12 +95,5 @@ def write_html(results: StudentResults, path: Path) -> None:
 
 def print_results(results: StudentResults) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    headers, rows = results.table()
-    table = Table(title=f"students ({results.student}, {results.finetune}) on {results.eval.get('source')}")
-    for h in headers:
-        table.add_column(h, justify="left" if h == "set" else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    Console().print(results.rich_table())

@@ -159,5 +159,31 @@ class StudentResults:
         return text + "."
 
 
+    def rich_table(self):
+        """The table for the terminal (`student` prints it, and `eval --student` under the report's)."""
+        from rich.table import Table
+
+        headers, body = self.table()
+        table = Table(title=f"does the data teach? {self.student} students ({self.finetune}) on "
+                            f"{self.eval.get('source')}")
+        for h in headers:
+            table.add_column(h, justify="left" if h == "set" else "right")
+        for row in body:
+            table.add_row(*row)
+        return table
+
+    def html(self) -> str:
+        """The sentences and the table as an HTML fragment (results.html and report.html)."""
+        import html
+
+        esc = html.escape
+        headers, body = self.table()
+        said = "".join(f"<li>{esc(x)}</li>" for x in (self.sentence(n) for n in dict.fromkeys(r.set for r in self.rows))
+                       if x)
+        cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
+        return (f'<ul>{said}</ul><table id="students"><tr>{"".join(f"<th>{esc(h)}</th>" for h in headers)}</tr>'
+                f"{cells}</table>")
+
+
 def _fmt(metric) -> str:
     return metric.fmt if isinstance(metric.fmt, str) else "{:.3f}"

@@ -10,7 +10,6 @@ the per-record outputs the metric table (`metrics.STUDENT_METRICS`) reduces.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +19,6 @@ from ..logs import Progress, log
 from ..metrics import StudentOutputs, gsm8k_answer
 from .config import StudentConfig
 from .data import Example, StudentTask
-
-CLOSED_AT_MOST = 16  # distinct target values (each seen at least 4 times) that make it a closed set
-
 
 @dataclass(frozen=True)
 class Scoring:
@@ -36,27 +32,16 @@ class Scoring:
         return {"metrics": list(self.metrics), "choices": list(self.choices) if self.choices else None}
 
 
-def _declared_choices(config: StudentConfig, task: StudentTask) -> tuple[str, ...] | None:
-    if not config.choices:
-        return None
-    from ..generation.fields import field_lists
-
-    declared = field_lists(config.choices, "--choices")
-    for name in declared:
-        if name not in task.target:
-            raise SynthsteerError(f"--choices {name}: not the target ({', '.join(task.target)})")
-    return tuple(declared[task.target[0]]) if len(task.target) == 1 and task.target[0] in declared else None
-
-
 def plan_scoring(config: StudentConfig, task: StudentTask, held_out: list[Example]) -> Scoring:
     """The metrics (--metrics, or auto: loss always; accuracy for a single closed-set target; exact
     match for GSM8K-style "#### N" answers; pass@1 for records with a `test_list`, with
-    --execute-code) and the closed set (--choices, else inferred from the held-out targets)."""
-    choices = _declared_choices(config, task)
-    if choices is None and len(task.target) == 1:
-        counts = Counter(e.fields[task.target[0]] for e in held_out)
-        if len(counts) <= CLOSED_AT_MOST and min(counts.values()) >= 4:
-            choices = tuple(sorted(counts))
+    --execute-code) and the closed set (--field-values, else inferred from the held-out targets the
+    way `generate` infers it from its training data: `generation.fields.closed_values`)."""
+    from ..data import Record
+    from ..generation.fields import closed_values
+
+    closed = closed_values(task.format, task.inputs, config.field_values, [Record(e.id, "", e.fields) for e in held_out])
+    choices = closed.get(task.target[0]) if len(task.target) == 1 else None
     last = task.target[-1]
     gsm8k = sum(gsm8k_answer(e.fields[last]) is not None for e in held_out) >= 0.9 * len(held_out)
     tested = all(isinstance(e.row.get("test_list"), list) for e in held_out)
@@ -71,7 +56,7 @@ def plan_scoring(config: StudentConfig, task: StudentTask, held_out: list[Exampl
         return Scoring(tuple(auto), choices)
     if "accuracy" in asked and not choices:
         raise SynthsteerError(f"--metrics accuracy: the target {','.join(task.target)} has no closed set of values; "
-                              "give one with --choices FIELD=A,B")
+                              "give one with --field-values FIELD=A,B")
     if "exact_match" in asked and not gsm8k:
         raise SynthsteerError(f"--metrics exact_match: the held-out {last} values do not end in '#### N' answers "
                               "(GSM8K's form)")
