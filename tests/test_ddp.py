@@ -52,3 +52,24 @@ def test_resume_under_torchrun_continues_a_checkpoint(lm_dir, small_jsonl, tmp_p
     a, b = (load_file(str(tmp_path / d / "prompt.safetensors")) for d in ("full", "p"))
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+
+
+def test_two_process_student_equals_one_process(lm_dir, tmp_path):
+    """`student` under torchrun: each rank trains its share of every batch; rank 0 scores and writes."""
+    args = ["student", "--model", str(lm_dir), "--template", "Question: {question}\nAnswer: {answer}",
+            "--train", "real=builtin:gsm8k/train", "--eval", "builtin:gsm8k/test", "--eval-limit", "4", "--sizes", "8",
+            "--steps", "3", "--batch-size", "4", "--dropout", "0", "--precision", "fp32", "--metrics", "loss",
+            "--max-length", "96", "--device", "cpu"]
+    one = subprocess.run([sys.executable, "-m", "synthsteer.cli", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29519", "-m", "synthsteer.cli", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=600)
+    if two.returncode != 0 and "gloo" in two.stderr.lower() and "not available" in two.stderr.lower():
+        pytest.skip("torch.distributed has no gloo backend here")
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (load_file(str(tmp_path / d / "students" / "real-8-s0" / "adapter_model.safetensors")) for d in ("one", "two"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    assert (tmp_path / "two" / "results.json").exists()

@@ -300,8 +300,9 @@ def student(config: StudentConfig, overwrite: bool = False):
     from .student.run import run_students
 
     results = run_students(config, overwrite=overwrite)
-    print_results(results)
-    typer.echo(f"results written to {Path(config.out) / 'results.html'}")
+    if results is not None:  # rank 0 under torchrun
+        print_results(results)
+        typer.echo(f"results written to {Path(config.out) / 'results.html'}")
 
 
 from .stamp import StampConfig  # noqa: E402

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..artifacts import Claim, read_json, write_json
 from ..errors import SynthsteerError
 from ..lm import load_lm_of
 from ..logs import console_settings, log, log_file
+from ..training import barrier, distributed
 from ..metrics import student_metrics
 from .config import StudentConfig, StudentTrainConfig
 from .data import StudentTask, TrainingSet, load_eval, load_set, parse_sets, student_task, subset
@@ -32,8 +34,9 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @console_settings
-def run_students(config: StudentConfig, *, overwrite: bool = False, progress: bool = True) -> StudentResults:
-    """Train and score every student of `config`; returns the results (also OUT/results.json and .html).
+def run_students(config: StudentConfig, *, overwrite: bool = False, progress: bool = True) -> StudentResults | None:
+    """Train and score every student of `config`; returns the results (also OUT/results.json and .html;
+    None on the other ranks under torchrun, where rank 0 scores and writes).
 
     Args:
         config: the training sets, held-out records, student LM and settings (see `StudentConfig`).
@@ -57,20 +60,28 @@ def run_students(config: StudentConfig, *, overwrite: bool = False, progress: bo
     scoring = plan_scoring(config, task, held_out)
     out = Path(config.out)
     inputs = [config.eval, config.model, *(p for _, parts in parsed for p in parts)]
-    with Claim(out, "student", inputs=inputs, verb="resume"), log_file(out):
+    # under torchrun every rank trains each student (the runner splits its batches); rank 0 alone
+    # claims the output, scores and writes
+    rank0 = distributed()[0] == 0
+    with Claim(out, "student", inputs=inputs, verb="resume") if rank0 else nullcontext(), log_file(out, enabled=rank0):
         log.info(f"student: {config.model} ({config.finetune}) on {len(sets)} sets x sizes {', '.join(map(str, sizes))} x "
                  f"{len(config.seeds)} seeds; scored on {len(held_out)} records of {config.eval} by "
                  f"{', '.join(scoring.metrics)}")
         eval_desc = {"source": config.eval, "n": len(held_out), "limit": config.eval_limit}
         key = _score_key(config, task, scoring, eval_desc)
-        untrained = _cached(out / "untrained.json", key) or _score(
-            lambda: load_lm_of(config), out / "untrained.json", key, task, held_out, scoring, config,
-            StudentScore("untrained", None, None, {}, 0.0), "untrained")
+        untrained = None
+        if rank0:
+            untrained = _cached(out / "untrained.json", key) or _score(
+                lambda: load_lm_of(config), out / "untrained.json", key, task, held_out, scoring, config,
+                StudentScore("untrained", None, None, {}, 0.0), "untrained")
         runs = []
         for s in sets:
             for size in sizes:
                 for seed in config.seeds:
                     runs.append(_student(config, s, size, seed, task, held_out, scoring, key, out, overwrite, progress))
+        barrier()
+        if not rank0:
+            return None
         results = StudentResults.build(
             student=config.model, finetune=config.finetune, eval=eval_desc, task=task.describe(),
             metrics=scoring.metrics, seeds=tuple(config.seeds), untrained=untrained, runs=runs,
@@ -104,6 +115,8 @@ def _student(config, s: TrainingSet, size, seed, task, held_out, scoring, key, o
     tc = train_config(config, s, size, seed, out)
     folder = train_student(tc, task, subset(list(s.examples), size), within=out, overwrite=overwrite,
                            progress=progress)
+    if distributed()[0] != 0:
+        return None
     meta = read_json(folder / "synthsteer_student.json")
     trained = StudentScore(s.name, size, seed, {}, 0.0, train_seconds=meta.get("train_seconds"),
                            steps=meta.get("steps"), final_train_loss=meta.get("final_loss"),
