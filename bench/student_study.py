@@ -92,7 +92,7 @@ def main() -> None:
         for name, (extra, what) in runs.items():
             paths[name] = timed(what, lambda: generate(GenerateConfig(**gen, **extra, out=str(out / name)),
                                                        progress=False, lm=lm))
-        del lm
+        lm = None  # the students load their own copies
         results = timed("students", lambda: run_students(StudentConfig(
             train=(f"real={spec['data']}", *(f"{k}={v}" for k, v in paths.items())), eval=spec["eval"],
             eval_limit=args.eval_limit, template=spec["student_template"], target=spec["target"],

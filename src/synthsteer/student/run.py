@@ -23,8 +23,8 @@ from ..artifacts import Claim, read_json, write_json
 from ..errors import SynthsteerError
 from ..lm import load_lm_of
 from ..logs import console_settings, log, log_file
-from ..training import barrier, distributed
 from ..metrics import student_metrics
+from ..training import barrier, distributed
 from .config import StudentConfig, StudentTrainConfig
 from .data import StudentTask, TrainingSet, load_eval, load_set, parse_sets, student_task, subset
 from .results import StudentResults, StudentScore
@@ -75,9 +75,9 @@ def run_students(config: StudentConfig, *, overwrite: bool = False, progress: bo
                 lambda: load_lm_of(config), out / "untrained.json", key, task, held_out, scoring, config,
                 StudentScore("untrained", None, None, {}, 0.0), "untrained")
         runs = []
-        for s in sets:
-            for size in sizes:
-                for seed in config.seeds:
+        for seed in config.seeds:  # seed by seed: an interrupted command has every set at the seeds it finished
+            for s in sets:
+                for size in sizes:
                     runs.append(_student(config, s, size, seed, task, held_out, scoring, key, out, overwrite, progress))
         barrier()
         if not rank0:

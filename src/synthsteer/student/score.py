@@ -20,6 +20,7 @@ from ..metrics import StudentOutputs, gsm8k_answer
 from .config import StudentConfig
 from .data import Example, StudentTask
 
+
 @dataclass(frozen=True)
 class Scoring:
     """What every student of a command is scored by: the metrics, and the closed set of the target's
@@ -84,10 +85,10 @@ def _nll_of(lm, pairs: list[tuple[list[int], list[int]]], batch_size: int, autoc
 
 def _greedy(lm, inputs: list[list[int]], config: StudentConfig) -> list[str]:
     """Each input's greedy continuation through the engine, in batches of similar length."""
+    from ..decoder import Prefix
     from ..engine import Request, Step, TransformersEngine
     from ..options import SamplingConfig
     from ..prompts import stop_token_ids
-    from ..decoder import Prefix
 
     engine = TransformersEngine([lm.model])
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=config.max_new_tokens)
