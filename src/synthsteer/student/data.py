@@ -9,6 +9,7 @@ hash keeps the smaller subset inside the larger one, the same for every student 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from ..options import json_fields
 from ..records import RecordFormat
 from ..runs import checked_records, read_manifest, split_name
 from .config import StudentConfig
+
+SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ def parse_sets(config: StudentConfig) -> list[tuple[str, list[str]]]:
         parts = [p.strip() for p in source.split("+")]
         if not name or name in names:
             raise SynthsteerError(f"--train {item}: {'the set has no name' if not name else f'{name!r} is named twice'}")
+        if not SET_NAME.fullmatch(name):
+            raise SynthsteerError(f"--train {item}: a set name is letters, digits, '_', '.' or '-' (it names the "
+                                  "students' directories)")
         if any(not p for p in parts):
             raise SynthsteerError(f"--train {item}: an empty part in {source!r}")
         names.add(name)

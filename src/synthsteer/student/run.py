@@ -13,7 +13,6 @@ its checkpoint, and scores are recomputed only when the held-out records or the 
 from __future__ import annotations
 
 import math
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -30,8 +29,6 @@ from .data import StudentTask, TrainingSet, load_eval, load_set, parse_sets, stu
 from .results import StudentResults, StudentScore
 from .score import Scoring, plan_scoring, score_student
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
 
 @console_settings
 def run_students(config: StudentConfig, *, overwrite: bool = False, progress: bool = True) -> StudentResults | None:
@@ -45,10 +42,6 @@ def run_students(config: StudentConfig, *, overwrite: bool = False, progress: bo
     """
     t0 = time.time()
     parsed = parse_sets(config)
-    for name, _ in parsed:
-        if not NAME.fullmatch(name):
-            raise SynthsteerError(f"--train {name}=...: a set name is letters, digits, '_', '.' or '-' (it names "
-                                  "the students' directories)")
     task = student_task(config, parsed)
     sets = [load_set(name, parts, config, task) for name, parts in parsed]
     held_out = load_eval(config, task)
