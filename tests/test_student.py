@@ -304,3 +304,7 @@ def test_a_run_fed_nothing_teaches_its_last_field(tmp_path):
     config = StudentConfig(model="tiny", train=(f"mc={run}",), eval="builtin:gsm8k/test")
     task = student_task(config, parse_sets(config))
     assert task.target == ("answer",) and task.inputs == ("question",)
+    # the default follows the student's format, not the run's: re-rendered, its last field is the target
+    config = StudentConfig(model="tiny", train=(f"mc={run}",), eval="builtin:gsm8k/test",
+                           template="Answer: {answer}\nQuestion: {question}")
+    assert student_task(config, parse_sets(config)).target == ("question",)

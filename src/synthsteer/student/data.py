@@ -123,8 +123,11 @@ def student_task(config: StudentConfig, sets: list[tuple[str, list[str]]]) -> St
     if fmt is None:
         raise SynthsteerError("--template is required: the training sets are data sources, which do not say how a "
                               "record reads (e.g. --template 'Question: {question}\\nAnswer: {answer}')")
-    # a run fed nothing (every field generated) has no input to offer: its last field is the target then
-    generated = generated if 0 < len(generated) < len(fmt.fields) else ()
+    # the generated fields are the default target when they end the student's record and leave it an
+    # input: not for a run fed nothing, nor for one re-rendered with the fed field last (Jigsaw's label)
+    ordered = tuple(f for f in fmt.fields if f in generated)
+    if not (0 < len(ordered) < len(fmt.fields) and ordered == fmt.fields[len(fmt.fields) - len(ordered):]):
+        generated = ()
     target = tuple(config.target) or generated or fmt.fields[-1:]
     for name in target:
         if name not in fmt.fields:
