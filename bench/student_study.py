@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from synthsteer import FitConfig, GenerateConfig, fit_soft_prompt, generate, load_lm
+    from synthsteer import FitConfig, GenerateConfig, fit_soft_prompt, generate, load_lm, read_run
     from synthsteer.student.config import StudentConfig
     from synthsteer.student.run import run_students
 
@@ -93,10 +93,13 @@ def main() -> None:
             paths[name] = timed(what, lambda: generate(GenerateConfig(**gen, **extra, out=str(out / name)),
                                                        progress=False, lm=lm))
         lm = None  # the students load their own copies
+        # a sample that did not parse is a reject, not a record: a set may hold a few fewer than --n
+        smallest = min(len(read_run(p)) for p in paths.values())
+        sizes = sorted({min(int(x), smallest) for x in args.sizes.split(",")})
         results = timed("students", lambda: run_students(StudentConfig(
             train=(f"real={spec['data']}", *(f"{k}={v}" for k, v in paths.items())), eval=spec["eval"],
             eval_limit=args.eval_limit, template=spec["student_template"], target=spec["target"],
-            sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")),
+            sizes=tuple(sizes), seeds=tuple(int(s) for s in args.seeds.split(",")),
             steps=args.steps, max_length=spec["max_length"], model=args.model, device="cpu", quiet=True,
             out=str(out / "students")), progress=False))
         headers, rows = results.table()
