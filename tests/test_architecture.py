@@ -48,12 +48,15 @@ def test_every_method_is_declared_once_and_everything_else_derives_from_it():
 
     from synthsteer.generation.config import ignored_settings
     from synthsteer.method import Method
-    from synthsteer.options import ENGINES
-    from synthsteer.engine import ENGINES as ENGINE_CLASSES
+    from synthsteer.engine import engine_class
+    from synthsteer.options import ENGINE_SPECS, ENGINES
 
     assert list(METHODS) == ["softsrv", "plain", "hard", "steer"]
     choices = {f.name: f.metadata["choices"] for f in fields(GenerateConfig)}
-    assert choices["method"] == tuple(METHODS) and set(ENGINES) == set(ENGINE_CLASSES)
+    assert choices["method"] == tuple(METHODS) and choices["engine"] == ENGINES == tuple(ENGINE_SPECS)
+    for name in ENGINES:  # each engine's module imports without its backend installed (vLLM is optional)
+        cls = engine_class(name)
+        assert cls.__name__ in ENGINE_SPECS[name].impl and callable(cls.build) and callable(cls.run), name
     for name, spec in METHODS.items():
         cls = spec.method_class()
         assert issubclass(cls, Method) and cls.spec is spec, name

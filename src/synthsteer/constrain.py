@@ -39,7 +39,7 @@ class Grammar:
     def __init__(self, tokenizer, vocab_size: int, stop_ids: set[int], regex: str):
         import xgrammar as xgr  # `enabled` said it is there
 
-        self.xgr, self.vocab_size = xgr, vocab_size
+        self.xgr, self.vocab_size, self.regex = xgr, vocab_size, regex  # the regex: what another engine compiles
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids))
         self.compiled = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False).compile_regex(regex)
 

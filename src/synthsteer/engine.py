@@ -2,25 +2,30 @@
 
 A method turns record indices into typed `Request`s (named branches per sample, a random key);
 an engine turns requests into `Result`s (tokens, finish reason, log-probability). The generator
-(`generation/generator.py`) only ever talks to an `Engine`, picked by `--engine` from `ENGINES`, so
-another backend (vLLM) plugs in here without touching a method; Ray workers run whichever engine
-is chosen. The engine's name and version are part of a run's settings: records made by another
-engine are another run.
+(`generation/generator.py`) only ever talks to an `Engine`, built by `build_engine` from the
+declaration `--engine` names (`options.ENGINE_SPECS`), so a backend plugs in without touching a
+method; Ray workers run whichever engine is chosen. The engine's name and version are part of a
+run's settings: records made by another engine are another run.
 
-`TransformersEngine` is the lockstep decoder of `decoder.py` over Hugging Face models: every branch
+Two engines ship: `TransformersEngine` here, and `vllm_engine.VLLMEngine` (single-branch methods
+through vLLM). `TransformersEngine` is the lockstep decoder of `decoder.py` over Hugging Face models: every branch
 of every sample is a row of one batch with its own KV cache; the branches' next-token log-probs
 are combined (STEER's score, or the single branch as it is) and one token is sampled per sample.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from .decoder import Combine, Prefix, SamplingConfig, decode_full
+from .options import ENGINE_SPECS
+
+if TYPE_CHECKING:
+    from .method import Method
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Step:
 
 
 class Engine(Protocol):
-    """What the generator asks of a backend, built from the method's models."""
+    """What the generator asks of a backend, built by its class's `build(method, options)`."""
 
     name: str
     version: str
@@ -58,6 +63,9 @@ class Engine(Protocol):
             grammar=None) -> list[Result]:
         """Decode every request; results in request order, independent of how they are batched. With a
         `grammar` (constrain.Grammar), each continuation is one the grammar allows."""
+
+    def close(self) -> None:
+        """Release what the engine holds beyond this process's memory (vLLM's engine process)."""
 
 
 @dataclass
@@ -68,6 +76,10 @@ class TransformersEngine:
     models: list[torch.nn.Module] = field(default_factory=list)
     name: str = "transformers"
     version: str = "1"
+
+    @classmethod
+    def build(cls, method: Method, options) -> TransformersEngine:
+        return cls(method.models)
 
     def run(self, requests: list[Request], step: Step, sampling: SamplingConfig, stop_ids: set[int],
             grammar=None) -> list[Result]:
@@ -80,6 +92,17 @@ class TransformersEngine:
                               constraint=constraint)
         return [Result(d.tokens, d.finish, d.logprob) for d in decoded]
 
+    def close(self) -> None:
+        """Nothing beyond this process's memory."""
 
-# --engine NAME -> its class, called with the method's models (options.ENGINES lists the names for --help)
-ENGINES: dict[str, Callable[[list[torch.nn.Module]], Engine]] = {"transformers": TransformersEngine}
+
+def engine_class(name: str) -> type:
+    """The class `--engine NAME` declares (`options.ENGINE_SPECS`), imported now."""
+    module, _, cls = ENGINE_SPECS[name].impl.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_engine(name: str, method: Method, options) -> Engine:
+    """The engine `--engine NAME` runs `method`'s requests on; `options` holds its settings (an
+    `options.EngineOptions`, or a config holding its fields)."""
+    return engine_class(name).build(method, options)

@@ -204,14 +204,22 @@ def check_fits_context(lm: LM, tokens: int, what: str) -> None:
         raise SynthsteerError(f"{what}: {tokens} tokens do not fit the context of {lm.name} ({limit} positions)")
 
 
-def load_lm_of(options, name: str | None = None) -> LM:
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def load_lm_of(options, name: str | None = None, *, weights_elsewhere: bool = False) -> LM:
     """The LM that `options` (an `LMOptions`) name, or `name` (an LM an artifact records, a full expert)
-    on the same device; --revision applies to --model only."""
+    on the same device; --revision applies to --model only. `weights_elsewhere`: another engine (vLLM)
+    loads the weights to decode with, so this copy (tokenizer, fingerprint, embeddings) goes to the CPU,
+    in the dtype the run decodes in, and leaves the GPU to that engine."""
     name = name or options.model
     if name is None:
         raise SynthsteerError("--model is required: a hub id or local path, a .gguf file, smollm2, or tiny (the "
                               "bundled test LM)")
-    return load_lm(name, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code,
+    device, dtype = options.device, options.dtype
+    if weights_elsewhere:
+        device, dtype = "cpu", DTYPE_NAMES[resolve_dtype(dtype, resolve_device(device))]
+    return load_lm(name, device=device, dtype=dtype, trust_remote_code=options.trust_remote_code,
                    revision=options.revision if name == options.model else None)
 
 

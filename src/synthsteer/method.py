@@ -40,6 +40,9 @@ class MethodSpec:
         ("optional") or never looks at them ("none").
     reads_written: whether written records feed later requests (STEER's negative pool); the run loop
         then hands out blocks in order, each once the blocks it reads are on disk.
+    lockstep: whether a sample decodes several branches whose next-token distributions a combine rule
+        merges at every step (STEER); only an engine that runs branches in lockstep
+        (`options.EngineSpec.lockstep`) serves it.
     impl: "module:Class" of its `Method`, imported when a run builds it.
     check: refuses settings it cannot use (given the whole GenerateConfig), before anything is loaded.
     """
@@ -50,6 +53,7 @@ class MethodSpec:
     impl: str
     data: str = "none"
     reads_written: bool = False
+    lockstep: bool = False
     check: Callable | None = None
 
     def __post_init__(self):

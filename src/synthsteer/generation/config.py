@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 
 from ..errors import SynthsteerError
 from ..logs import log
-from ..options import (EngineOptions, FormatOptions, LMOptions, LogOptions, RunOptions, SamplingConfig, WorkerOptions,
-                       check_record_format, flag, option)
+from ..options import (ENGINE_SPECS, EngineOptions, FormatOptions, LMOptions, LogOptions, RunOptions, SamplingConfig,
+                       WorkerOptions, check_record_format, flag, option)
 from .registry import METHODS, method_groups
 
 
@@ -44,6 +44,14 @@ class GenerateConfig(RunOptions, LogOptions, EngineOptions, WorkerOptions, LMOpt
             for name in ("ray_address", "workers", "gpus_per_worker"):
                 if getattr(self, name) is not None:
                     raise SynthsteerError(f"{flag(name)} needs --ray")
+        engine = ENGINE_SPECS[self.engine]
+        if METHODS[self.method].lockstep and not engine.lockstep:
+            lockstep = ", ".join(s.name for s in ENGINE_SPECS.values() if s.lockstep)
+            serves = ", ".join(m.name for m in METHODS.values() if not m.lockstep)
+            raise SynthsteerError(f"--engine {self.engine} cannot run --method {self.method}: each of its samples "
+                                  "combines several branches' next-token distributions at every step (the expert's, "
+                                  f"the base's, the negative prompt's), which needs the lockstep engine (--engine "
+                                  f"{lockstep}); --engine {self.engine} serves {serves}")
         unused = ignored_settings(self)
         if unused:
             log.warning(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --method "

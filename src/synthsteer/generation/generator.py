@@ -14,7 +14,7 @@ import torch
 
 from ..constrain import Grammar, enabled
 from ..data import records_digest
-from ..engine import ENGINES, Engine, Request
+from ..engine import Engine, Request, build_engine
 from ..errors import SynthsteerError
 from ..lm import check_fits_context
 from ..prompts import stop_token_ids
@@ -41,7 +41,7 @@ class BlockGenerator:
         self.method = build_method(config, lm)
         self.lm = self.method.lm
         self.stop_ids = stop_token_ids(self.lm.tokenizer, self.lm.model)
-        self.engine: Engine = ENGINES[config.engine](self.method.models)
+        self.engine: Engine = build_engine(config.engine, self.method, config)
         self.settings = {"method": config.method, "engine": {"name": self.engine.name, "version": self.engine.version},
                          "lm": self.lm.fingerprint(), "sampling": asdict(config.sampling),
                          "label_field": config.label_field, "seed": config.seed, **self.method.settings()}
@@ -122,6 +122,10 @@ class BlockGenerator:
                 record = self._parsed(record, f + text.rstrip() if f else text.strip(), g, res.finish)
             records.append(record)
         return records, sum(len(r.tokens) for r in results)
+
+    def close(self) -> None:
+        """Stop the engine (vLLM's runs in processes of its own)."""
+        self.engine.close()
 
     def _given(self, index: int, planned) -> dict:
         """The given fields' values: drawn from (seed, index) for a field of --given-values, else the

@@ -12,6 +12,7 @@ from ..data import DataSpec, Record, is_plain_file, load_records
 from ..errors import SynthsteerError
 from ..lm import LM, check_fingerprint, load_lm_of
 from ..method import Expert, Method, Parts
+from ..options import ENGINE_SPECS
 from .registry import method_spec
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def resolve(config: GenerateConfig, lm: LM | None, data: str) -> Parts:
     lora_meta = read_expert_meta(Path(config.expert), f"--expert {config.expert}") \
         if config.expert and (Path(config.expert) / META).exists() else None
     trained_for = (prompt_meta or lora_meta or {}).get("lm", {}).get("name")
-    lm = lm or load_lm_of(config, config.model or trained_for)
+    lm = lm or load_lm_of(config, config.model or trained_for, weights_elsewhere=ENGINE_SPECS[config.engine].loads_weights)
     if prompt is not None:
         check_fingerprint(prompt_meta["lm"], lm.fingerprint(), f"--prompt {config.prompt}")
         prompt.to(lm.device).eval()

@@ -19,11 +19,11 @@ import logging
 import os
 import socket
 
-from ..errors import SynthsteerError
+from ..errors import SynthsteerError, first_line
 from ..logs import log, native_stderr_to_log
 
 MAX_RETRIES = 3  # per block: a block that kills three workers is a bug, not a flaky node
-_ENV_PREFIXES = ("SYNTHSTEER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
+_ENV_PREFIXES = ("SYNTHSTEER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "VLLM_")
 _CLIENT_PORT = 10001  # Ray Client's default port: ray://HOST means ray://HOST:10001
 
 
@@ -109,6 +109,10 @@ class _Worker:
     def records(self, written: list[list[dict]], indices: list[int]) -> tuple[list[dict], int]:
         return self.generator.records(written, indices)
 
+    def close(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
+
 
 class RayWorkers:
     """Ray actors behind the interface of `run.LocalWorkers` (idle, submit, wait, busy)."""
@@ -134,7 +138,9 @@ class RayWorkers:
             except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
                 raise SynthsteerError(f"{where}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
         resources = ray.cluster_resources()
-        gpus = config.gpus_per_worker if config.gpus_per_worker is not None else (1 if resources.get("GPU") else 0)
+        # a vLLM engine split over --tensor-parallel-size GPUs needs them all in its worker
+        gpus = config.gpus_per_worker if config.gpus_per_worker is not None else \
+            (config.tensor_parallel_size if resources.get("GPU") else 0)
         n = config.workers or (int(resources.get("GPU", 0) // gpus) if gpus else 1) or 1
         problem = _unschedulable(ray, config, n, gpus, resources)
         if problem:
@@ -203,6 +209,10 @@ class RayWorkers:
         return block, records, tokens
 
     def close(self) -> None:
+        try:  # let each engine stop its own processes (vLLM's) before the actor goes
+            self.ray.get([w.close.remote() for w in self.workers], timeout=60)
+        except Exception as e:  # a dead or stuck worker: killing it below is all that is left
+            log.debug(f"ray: closing the workers: {first_line(e)}")
         for w in self.workers:
             self.ray.kill(w, no_restart=True)
         if self.started:

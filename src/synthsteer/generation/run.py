@@ -78,7 +78,7 @@ class LocalWorkers:
         return self._result is not None
 
     def close(self) -> None:
-        """Nothing to release: the generator lives as long as this process."""
+        self.generator.close()
 
 
 def write_blocks(run: RunDir, blocks: list[Block], workers, *, reads_written: bool, lag: int, bar) -> None:

@@ -61,7 +61,8 @@ def _check(config) -> None:
 
 
 STEER = MethodSpec("steer", "STEER's contrastive and negative guidance (needs --expert or --prompt)", SteerView,
-                   "synthsteer.steer.method:Steer", data="optional", reads_written=True, check=_check)
+                   "synthsteer.steer.method:Steer", data="optional", reads_written=True, lockstep=True,
+                   check=_check)
 
 
 @dataclass(frozen=True)
