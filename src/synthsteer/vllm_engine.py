@@ -32,7 +32,7 @@ import torch
 from .decoder import Prefix, prefix_length
 from .engine import Request, Result, Step
 from .errors import SynthsteerError, first_line
-from .lm import resolve_model
+from .lm import DTYPE_NAMES, resolve_model
 from .logs import log
 from .options import SamplingConfig
 
@@ -175,7 +175,7 @@ class VLLMEngine:
         if max_len > context:
             raise SynthsteerError(f"--max-model-len {max_len}: more than the context of {lm.name} ({context} positions)")
         path, _ = resolve_model(lm.name, progress=False)
-        dtype = str(lm.model.dtype).removeprefix("torch.")  # the driver's copy is loaded in the dtype to decode in
+        dtype = DTYPE_NAMES[lm.model.dtype]  # the driver's copy is loaded in the dtype to decode in
         return cls(lm, VLLMSettings(path, options.revision if lm.name == options.model else None, dtype, max_len,
                                     options.tensor_parallel_size, options.gpu_memory_utilization,
                                     options.trust_remote_code))
